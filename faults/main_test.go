@@ -56,7 +56,10 @@ func TestMain(m *testing.M) {
 
 // goBuild builds pkg into out without the race detector, whatever the
 // test binary has: graftkv runs in processes of its own, and an
-// instrumented build would slow every scenario several times over.
+// instrumented build would slow every scenario several times over. The
+// build settings are deploy/build-image.sh's (static, -trimpath), so that
+// in one `make test` the container tests reuse these compiled packages
+// instead of compiling every dependency a second time.
 func goBuild(out, pkg string) error {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -66,7 +69,7 @@ func goBuild(out, pkg string) error {
 		}
 		gobin = filepath.Join(root, "bin", "go")
 	}
-	args := []string{"build", "-o", out, pkg}
+	args := []string{"build", "-trimpath", "-o", out, pkg}
 	start := time.Now()
 	cmd := exec.Command(gobin, args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
