@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -82,6 +83,9 @@ type failoverNodes interface {
 	isLeader(i int) bool
 	// applied is how many commands node i's state machine applied.
 	applied(i int) uint64
+	// trackIDs makes every node's state machine record the ids of the
+	// commands it applies from now on, and returns the sets by node.
+	trackIDs() []*appliedIDs
 	apply(ctx context.Context, i int, data []byte) error
 	// kill cuts node i off at once (cutNet.kill), then shuts it down in
 	// the background, so that callers blocked on it fail as their
@@ -101,6 +105,16 @@ func (g *graftFailover) size() int            { return len(g.c.procs) }
 func (g *graftFailover) id(i int) string      { return g.c.procs[i].node.ID() }
 func (g *graftFailover) isLeader(i int) bool  { return g.c.procs[i].node.IsLeader() }
 func (g *graftFailover) applied(i int) uint64 { return g.c.procs[i].fsm.n.Load() }
+
+func (g *graftFailover) trackIDs() []*appliedIDs {
+	var sets []*appliedIDs
+	for _, p := range g.c.procs {
+		s := newAppliedIDs()
+		p.fsm.ids.Store(s)
+		sets = append(sets, s)
+	}
+	return sets
+}
 
 func (g *graftFailover) apply(ctx context.Context, i int, data []byte) error {
 	_, err := g.c.procs[i].node.Apply(ctx, data)
@@ -133,6 +147,16 @@ func (h *hcFailover) size() int            { return len(h.c.nodes) }
 func (h *hcFailover) id(i int) string      { return fmt.Sprintf("n%d", i+1) }
 func (h *hcFailover) isLeader(i int) bool  { return h.c.nodes[i].raft.State() == raft.Leader }
 func (h *hcFailover) applied(i int) uint64 { return h.c.nodes[i].fsm.n.Load() }
+
+func (h *hcFailover) trackIDs() []*appliedIDs {
+	var sets []*appliedIDs
+	for _, n := range h.c.nodes {
+		s := newAppliedIDs()
+		n.fsm.ids.Store(s)
+		sets = append(sets, s)
+	}
+	return sets
+}
 
 // apply applies on node i and waits for the outcome, or until node i is
 // killed. The second case matters: with BatchApplyCh, hashicorp/raft's
@@ -183,6 +207,7 @@ type failoverRun struct {
 	errs                 uint64        // failed client calls after the kill
 	late                 uint64        // writes the killed leader acknowledged after the kill
 	acked, newApplied    uint64        // writes acknowledged in the run, client commands the new leader applied
+	missing              int           // acknowledged writes (by id) the new leader did not apply
 	cpuPressure          float64       // share of the kill-to-first-ack time some task waited for a CPU
 }
 
@@ -195,6 +220,9 @@ func runFailover(cfg config) error {
 		default:
 			return fmt.Errorf("failover: system %q cannot be killed here (failover runs graft, hashicorp, hashicorp-cached)", s)
 		}
+	}
+	if cfg.sizes[0] < idLen {
+		return fmt.Errorf("failover: -size %d is too small: each write carries an %d-byte id", cfg.sizes[0], idLen)
 	}
 	if failoverOpts.clients < 1 {
 		return fmt.Errorf("-failover-clients %d must be at least 1", failoverOpts.clients)
@@ -220,8 +248,8 @@ func runFailover(cfg config) error {
 		}, func(sys string, i int, r *failoverRun) {
 			r.run = i
 			runs = append(runs, r)
-			logf("%-16s %-16s run %d: killed %s at %.0f writes/s; %s elected after %s ms, first write acknowledged after %s ms; then %.0f writes/s; errors %d, late acks %d, acked %d ≤ applied by the new leader %d, cpu pressure %s",
-				sys, sc.name, i, r.oldLeader, r.preRate, r.newLeader, fmtMs(float64(r.elected)), fmtMs(float64(r.firstAck)), r.postRate, r.errs, r.late, r.acked, r.newApplied, fmtPct(r.cpuPressure))
+			logf("%-16s %-16s run %d: killed %s at %.0f writes/s; %s elected after %s ms, first write acknowledged after %s ms; then %.0f writes/s; errors %d, late acks %d, acked %d ≤ applied by the new leader %d, acked but not applied (by id) %d, cpu pressure %s",
+				sys, sc.name, i, r.oldLeader, r.preRate, r.newLeader, fmtMs(float64(r.elected)), fmtMs(float64(r.firstAck)), r.postRate, r.errs, r.late, r.acked, r.newApplied, r.missing, fmtPct(r.cpuPressure))
 		})
 		retries = append(retries, rs...)
 		if err != nil {
@@ -302,6 +330,11 @@ func failoverOne(cfg config, sys string, sc failoverScenario) (r *failoverRun, e
 	// Commands applied before the clients start (the setup's own), so
 	// that they cannot mask an acknowledged write the new leader lacks.
 	base := nodes.applied(leader)
+	// Every client write carries an id (client number << 40 | sequence
+	// number) that the state machines record, so that each acknowledged
+	// write can be looked for on the new leader.
+	applied := nodes.trackIDs()
+	ackedIDs := make([][]uint64, failoverOpts.clients) // by client
 	survivorLeading := func() int {
 		k := int(killed.Load())
 		for j := range nodes.size() {
@@ -315,12 +348,13 @@ func failoverOne(cfg config, sys string, sc failoverScenario) (r *failoverRun, e
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var clients sync.WaitGroup
-	for range failoverOpts.clients {
-		data := make([]byte, cfg.sizes[0])
-		rand.Read(data)
+	for c := range failoverOpts.clients {
+		payload := make([]byte, cfg.sizes[0])
+		rand.Read(payload)
 		clients.Go(func() {
 			retry := time.NewTicker(time.Millisecond) // paces polling, never a hot loop
 			defer retry.Stop()
+			var seq uint64
 			for ctx.Err() == nil {
 				i := int(current.Load())
 				if i < 0 {
@@ -333,11 +367,16 @@ func failoverOne(cfg config, sys string, sc failoverScenario) (r *failoverRun, e
 					}
 					current.CompareAndSwap(-1, int32(i))
 				}
+				seq++
+				id := uint64(c+1)<<40 | seq
+				data := slices.Clone(payload)
+				binary.BigEndian.PutUint64(data, id)
 				err := nodes.apply(ctx, i, data)
 				now := time.Now()
 				k := int(killed.Load())
 				if err == nil {
 					ops.Add(1)
+					ackedIDs[c] = append(ackedIDs[c], id)
 					switch {
 					case k < 0:
 					case k == i:
@@ -438,19 +477,23 @@ func failoverOne(cfg config, sys string, sc failoverScenario) (r *failoverRun, e
 	}
 	return &failoverRun{
 		acked: ops.Load(), newApplied: max(nodes.applied(newIdx), base) - base,
-		system: sys, scenario: sc.name,
+		missing: applied[newIdx].missing(slices.Concat(ackedIDs...)),
+		system:  sys, scenario: sc.name,
 		oldLeader: nodes.id(leader), newLeader: id,
 		preRate: preRate, elected: elected, firstAck: ack, postRate: postRate,
 		errs: errs.Load(), late: late.Load(), cpuPressure: cpuPressure,
 	}, nil
 }
 
-// lost is how many acknowledged writes the new leader has not applied.
+// lost is how many acknowledged writes the new leader has not applied,
+// by id, or by count if that is more (it cannot be unless the ids are
+// broken).
 func (r *failoverRun) lost() uint64 {
+	n := uint64(r.missing)
 	if r.acked > r.newApplied {
-		return r.acked - r.newApplied
+		n = max(n, r.acked-r.newApplied)
 	}
-	return 0
+	return n
 }
 
 // pollEvery calls cond every interval until it returns true, or fails once
@@ -485,7 +528,7 @@ func failoverMarkdown(cfg config, systems []string, scenarios []failoverScenario
 	w("Only then is the node shut down (in the background, to fail the calls of clients blocked on it, as a reset connection would); neither system's shutdown transfers leadership (graft's `Node.Shutdown` stops the replicators and fails pending proposals and reads; hashicorp's `Raft.Shutdown` closes its goroutines and the transport), and nothing either sends after the cut can reach a peer. ")
 	w("For graft the wrapper is the gRPC server's listener and a `grpc.WithContextDialer` on the client transport; for hashicorp, a `raft.StreamLayer` over the same wrapper in place of `NewTCPTransport`'s, with the same pool (3) and timeout (10 s). A hashicorp client waiting on the killed node stops waiting when it is killed: with BatchApplyCh, `Apply` can enqueue its future on the buffered apply channel after the main loop exited, and that future's `Error()` never returns (its ShutdownCh is set only at dispatch); an early version of this harness hung there for 25 minutes. graft's `Apply` on a shut-down node returns `ErrShutdown`.\n\n")
 	w("**Measured**, from the instant before the cut: *leader elected*, when a survivor first reports itself leader (`Node.IsLeader`, `Raft.State() == Leader`; polled every 0.5 ms); *first write acknowledged*, when the first client call on a new leader returned success (the time a client would see). ")
-	w("Also: the write rate before the kill, the new leader's write rate for %v after its first acknowledgement, failed client calls after the kill, and *late acks*: writes the killed leader acknowledged after the kill instant. Those are entries whose quorum acknowledgements reached it before the cut: the simulated process keeps running for the moment it takes to shut it down, where a real kill -9 would have dropped these answers (the writes are committed either way). To check that, every run compares the number of writes acknowledged to clients (before the kill, late, and on the new leader) with the number of the clients' commands the new leader's state machine applied (setup commands left out): *lost* is the shortfall, and must be 0. It is a count, not a check of which writes: a write that committed but whose client saw an error could mask a lost one (graft's own fault suite, faults/, checks acknowledged writes one by one).\n\n", failoverOpts.after)
+	w("Also: the write rate before the kill, the new leader's write rate for %v after its first acknowledgement, failed client calls after the kill, and *late acks*: writes the killed leader acknowledged after the kill instant. Those are entries whose quorum acknowledgements reached it before the cut: the simulated process keeps running for the moment it takes to shut it down, where a real kill -9 would have dropped these answers (the writes are committed either way). To check that, every client write carries an id (its first 8 bytes), each state machine records the ids it applies, and every run looks up each write acknowledged to a client (before the kill, late, or on the new leader) among the ids the new leader applied: *lost* is how many are missing, and must be 0. (The count of acknowledged writes is also compared with the count of commands applied; it is shown per run.)\n\n", failoverOpts.after)
 	w("**Timeouts.**\n\n")
 	for _, sc := range scenarios {
 		for _, sys := range systems {
@@ -563,11 +606,11 @@ func failoverMarkdown(cfg config, systems []string, scenarios []failoverScenario
 
 	w("\n## Every run\n\n")
 	w("CPU pressure: share of the time from the kill to the first acknowledged write in which some task on the machine (this process included) waited for a CPU (`/proc/pressure`, \"some\").\n\n")
-	w("| scenario | run | system | killed | new leader | writes/s before | leader elected ms | first write acknowledged ms | writes/s after | client errors | late acks | acknowledged / applied by the new leader | CPU pressure |\n")
-	w("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	w("| scenario | run | system | killed | new leader | writes/s before | leader elected ms | first write acknowledged ms | writes/s after | client errors | late acks | acknowledged / applied by the new leader | acknowledged, not applied (by id) | CPU pressure |\n")
+	w("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, r := range runs {
-		w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %d | %d | %s / %s | %s |\n", r.scenario, r.run, r.system, r.oldLeader, r.newLeader,
-			fmtOps(r.preRate), fmtMs(float64(r.elected)), fmtMs(float64(r.firstAck)), fmtOps(r.postRate), r.errs, r.late, commas(int64(r.acked)), commas(int64(r.newApplied)), fmtPct(r.cpuPressure))
+		w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %d | %d | %s / %s | %d | %s |\n", r.scenario, r.run, r.system, r.oldLeader, r.newLeader,
+			fmtOps(r.preRate), fmtMs(float64(r.elected)), fmtMs(float64(r.firstAck)), fmtOps(r.postRate), r.errs, r.late, commas(int64(r.acked)), commas(int64(r.newApplied)), r.missing, fmtPct(r.cpuPressure))
 	}
 	return b.String()
 }

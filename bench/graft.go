@@ -18,12 +18,21 @@ type graftTuning struct {
 
 // graftCounter is the benchmark's state machine: it counts applied
 // commands and keeps nothing else.
-type graftCounter struct{ n atomic.Uint64 }
+// graftCounter counts the commands it applies and, once ids is set,
+// records their ids too.
+type graftCounter struct {
+	n   atomic.Uint64
+	ids atomic.Pointer[appliedIDs]
+}
 
 func (c *graftCounter) Apply(it *graft.Iterator) error {
 	var k uint64
+	ids := c.ids.Load()
 	for it.Next() {
 		k++
+		if ids != nil {
+			ids.add(it.Data())
+		}
 	}
 	c.n.Add(k)
 	return nil

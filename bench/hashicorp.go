@@ -45,20 +45,32 @@ func openHCStore(pdir string, tune hcTuning) (hcStore, error) {
 // hcCounter is the same counting state machine as graftCounter. It
 // implements raft.BatchingFSM so that hashicorp/raft, like graft, hands it
 // committed entries in batches.
-type hcCounter struct{ n atomic.Uint64 }
+// hcCounter counts the commands it applies and, once ids is set, records
+// their ids too.
+type hcCounter struct {
+	n   atomic.Uint64
+	ids atomic.Pointer[appliedIDs]
+}
 
 func (c *hcCounter) Apply(l *raft.Log) any {
 	if l.Type == raft.LogCommand {
 		c.n.Add(1)
+		if ids := c.ids.Load(); ids != nil {
+			ids.add(l.Data)
+		}
 	}
 	return nil
 }
 
 func (c *hcCounter) ApplyBatch(logs []*raft.Log) []any {
 	var k uint64
+	ids := c.ids.Load()
 	for _, l := range logs {
 		if l.Type == raft.LogCommand {
 			k++
+			if ids != nil {
+				ids.add(l.Data)
+			}
 		}
 	}
 	c.n.Add(k)
