@@ -11,6 +11,7 @@ package main
 //	go -C bench run . -workload snapshot -snap-bytes 64MiB -runs 1 -out none   # quick
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -567,11 +568,13 @@ func snapRunOne(cfg config, sys string, run int, data *snapData) (r *snapRun, er
 }
 
 // checkChildState checks that the follower's state directory holds every
-// file of the final state, with the right sizes.
+// file of the final state, each with the same bytes as the leader's.
 func checkChildState(dir string, data *snapData) error {
 	want := map[string]int64{filepath.Base(data.extra): data.extraSize}
+	src := map[string]string{filepath.Base(data.extra): data.extra}
 	for i, f := range data.files {
 		want[filepath.Base(f)] = data.sizes[i]
+		src[filepath.Base(f)] = f
 	}
 	names, err := snapStateFiles(dir)
 	if err != nil {
@@ -588,6 +591,44 @@ func checkChildState(dir string, data *snapData) error {
 		if size, ok := want[n]; !ok || size != fi.Size() {
 			return fmt.Errorf("follower state file %s: %d bytes, want %d", n, fi.Size(), size)
 		}
+		if err := sameContent(filepath.Join(dir, n), src[n]); err != nil {
+			return fmt.Errorf("follower state file %s: %w", n, err)
+		}
 	}
 	return nil
+}
+
+// sameContent fails unless the files at a and b hold the same bytes.
+func sameContent(a, b string) error {
+	fa, err := os.Open(a)
+	if err != nil {
+		return err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return err
+	}
+	defer fb.Close()
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for off := int64(0); ; {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if !bytes.Equal(ba[:na], bb[:nb]) {
+			return fmt.Errorf("differs from %s within bytes %d–%d", b, off, off+int64(max(na, nb)))
+		}
+		off += int64(na)
+		endA := erra == io.EOF || erra == io.ErrUnexpectedEOF
+		endB := errb == io.EOF || errb == io.ErrUnexpectedEOF
+		switch {
+		case erra != nil && !endA:
+			return erra
+		case errb != nil && !endB:
+			return errb
+		case endA && endB:
+			return nil
+		case endA || endB:
+			return fmt.Errorf("length differs from %s's", b)
+		}
+	}
 }
