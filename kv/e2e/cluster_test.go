@@ -32,7 +32,7 @@ const (
 	startTimeout  = 30 * time.Second // a node's HTTP API answers
 	leaderTimeout = 20 * time.Second // a cluster agrees on a leader
 	stopTimeout   = 20 * time.Second // a node exits after SIGTERM
-	reqTimeout    = 5 * time.Second  // one HTTP request
+	reqTimeout    = 15 * time.Second // one HTTP request (a 1 MiB PUT to a -race build can take seconds on a loaded machine)
 	pollInterval  = 25 * time.Millisecond
 )
 

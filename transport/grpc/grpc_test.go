@@ -138,8 +138,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// ctxT bounds a call that is expected to succeed: generously, since a
+// 2-core CI machine running every package's tests with -race at once can
+// stall a 6 MiB message for seconds.
 func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
