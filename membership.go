@@ -324,6 +324,10 @@ func (n *Node) TransferLeadership(ctx context.Context, target string) error {
 	}
 	term := n.mu.term
 	n.mu.transfer = target
+	// The target campaigns without waiting out this leader's lease, and
+	// may win even after the transfer is given up: no lease reads for the
+	// rest of this term.
+	n.mu.transferredTerm = term
 	deadline := time.Now().Add(n.opts.ElectionTimeout)
 	n.mu.Unlock()
 	n.log.Info("transferring leadership", "to", target, "term", term)
@@ -347,25 +351,25 @@ func (n *Node) runTransfer(ctx context.Context, p Peer, term uint64, deadline ti
 	for {
 		n.mu.Lock()
 		if n.mu.term != term || n.mu.role != Leader {
-			won := n.mu.leader.ID == p.ID || n.mu.term > term
+			// Leadership has moved on. Succeed only once the target is
+			// known to lead; until the winner's first message arrives,
+			// keep waiting (up to the deadline).
+			leader, now := n.mu.leader.ID, n.mu.term
 			n.mu.Unlock()
-			if won {
+			switch {
+			case leader == p.ID:
 				return nil
+			case leader != "":
+				return fmt.Errorf("%w: %s leads term %d, not %s", ErrTransferFailed, leader, now, p.ID)
+			case now == term && !sent:
+				return ErrLeadershipLost // stepped down before any campaign of the target's
 			}
-			return ErrLeadershipLost
-		}
-		r := n.mu.replicators[p.ID]
-		caughtUp := r != nil && r.matchIndex >= n.lm.LastIndex()
-		n.mu.Unlock()
-		if caughtUp && !sent {
-			rctx, cancel := context.WithTimeout(ctx, n.opts.ElectionTimeout)
-			resp, err := n.trans.TimeoutNow(rctx, p.Addr, &raftpb.TimeoutNowRequest{GroupId: n.group, ServerId: n.id, PeerId: p.ID, Term: term})
-			cancel()
-			sent = err == nil && resp.Success
-			if err == nil && resp.Term > term && validTerm(resp.Term) {
-				n.mu.Lock()
-				n.stepDownLocked(resp.Term, time.Now())
-				n.mu.Unlock()
+		} else {
+			r := n.mu.replicators[p.ID]
+			caughtUp := r != nil && r.matchIndex >= n.lm.LastIndex()
+			n.mu.Unlock()
+			if caughtUp && !sent {
+				sent = n.sendTimeoutNow(ctx, p, term)
 			}
 		}
 		if time.Now().After(deadline) {
@@ -379,4 +383,18 @@ func (n *Node) runTransfer(ctx context.Context, p Peer, term uint64, deadline ti
 		case <-t.C:
 		}
 	}
+}
+
+// sendTimeoutNow asks p to campaign at once and reports whether it agreed;
+// an answer with a higher term makes this leader step down.
+func (n *Node) sendTimeoutNow(ctx context.Context, p Peer, term uint64) bool {
+	rctx, cancel := context.WithTimeout(ctx, n.opts.ElectionTimeout)
+	resp, err := n.trans.TimeoutNow(rctx, p.Addr, &raftpb.TimeoutNowRequest{GroupId: n.group, ServerId: n.id, PeerId: p.ID, Term: term})
+	cancel()
+	if err == nil && resp.Term > term && validTerm(resp.Term) {
+		n.mu.Lock()
+		n.stepDownLocked(resp.Term, time.Now())
+		n.mu.Unlock()
+	}
+	return err == nil && resp.Success
 }

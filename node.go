@@ -85,6 +85,7 @@ type Node struct {
 		snap             snapState
 		change           *confChange // membership change in progress
 		transfer         string      // leadership transfer target
+		transferredTerm  uint64      // leader: a transfer began in this term, so no lease reads in it
 		reads            []*readReq  // reads waiting for a heartbeat round
 		readSeq          uint64      // last heartbeat round started for reads
 		readInFlight     bool

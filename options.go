@@ -49,7 +49,10 @@ type Options struct {
 	// round while its lease holds: an election timeout, less 10%, after
 	// the heartbeats a quorum last answered were sent. This assumes the
 	// clocks of the peers run at rates within 10% of each other (bounded
-	// drift); if they may not, leave it off. Default false.
+	// drift); if they may not, leave it off. A leader that has begun a
+	// leadership transfer confirms every read with a heartbeat round for
+	// the rest of its term, since the target campaigns without waiting
+	// for the lease to run out. Default false.
 	LeaseReads bool
 
 	// MaxInflightAppends bounds the AppendEntries requests in flight to one

@@ -87,7 +87,7 @@ func (n *Node) leaderReadLocked() (chan error, uint64, error) {
 	if len(c.Voters()) == 1 && c.IsVoter(n.id) {
 		return nil, idx, nil
 	}
-	if n.opts.LeaseReads && time.Now().Before(n.leaseExpiryLocked()) {
+	if n.opts.LeaseReads && n.mu.transferredTerm != n.mu.term && time.Now().Before(n.leaseExpiryLocked()) {
 		return nil, idx, nil
 	}
 	r := &readReq{index: idx, seq: n.mu.readSeq + 1, done: make(chan error, 1)}
