@@ -236,7 +236,8 @@ func (c *cluster) checkConverged(t *testing.T, hist map[string]keyHist) {
 }
 
 // putMany writes every key of kv to n (following redirects) with
-// concurrency requests at a time; every put must succeed.
+// concurrency requests at a time; every put must succeed (a 503 is
+// retried until a leader answers).
 func (c *cluster) putMany(n *node, kv map[string][]byte, concurrency int) {
 	t := c.t
 	t.Helper()
@@ -247,7 +248,13 @@ func (c *cluster) putMany(n *node, kv map[string][]byte, concurrency int) {
 	for range concurrency {
 		wg.Go(func() {
 			for k := range ch {
+				// A 503 (no leader, or leadership lost under the write) is
+				// retried, as a client would: the PUT is idempotent.
 				code, body, err := c.do(c.follow, "PUT", n.url(kvPath(k), nil), kv[k])
+				for deadline := time.Now().Add(leaderTimeout); err == nil && code == 503 && time.Now().Before(deadline); {
+					time.Sleep(pollInterval) // backing off until a leader is known
+					code, body, err = c.do(c.follow, "PUT", n.url(kvPath(k), nil), kv[k])
+				}
 				if err == nil && code != 200 {
 					err = fmt.Errorf("%d %s", code, trunc(body))
 				}
