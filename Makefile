@@ -4,8 +4,10 @@ FUZZTIME ?= 10s
 
 .PHONY: test test-short vet lint proto proto-check fuzz fuzz-long example
 
+# -timeout: go test's default of 10 minutes per package is too short for
+# the container tests (deploy/dockertest) on a loaded 2-core machine.
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 test-short:
 	$(GO) test -short -count=1 ./...

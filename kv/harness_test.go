@@ -128,7 +128,10 @@ func (c *cluster) config(i int) Config {
 	if i < len(c.peers) {
 		cfg.Peers = c.peers
 	}
-	cfg.ElectionTimeout = 150 * time.Millisecond
+	// Short enough for quick elections, long enough that a -race build
+	// on a loaded 2-core machine does not lose its leader to scheduling
+	// delays (at 150 ms, check-quorum step-downs failed TestHTTPAPI there).
+	cfg.ElectionTimeout = 500 * time.Millisecond
 	cfg.SnapshotInterval = 0
 	cfg.SnapshotLogEntries = 0
 	cfg.RequestTimeout = 5 * time.Second
