@@ -19,6 +19,10 @@ var (
 	// ErrCatchUpTimeout reports new peers that did not catch up with the
 	// leader's log before the change's context ended.
 	ErrCatchUpTimeout = errors.New("graft: new peers did not catch up")
+	// ErrInvalidChange reports a membership change that cannot be made:
+	// adding a voter that already is one, removing a peer that is not a
+	// member, or a target configuration that is not valid.
+	ErrInvalidChange = errors.New("graft: invalid membership change")
 )
 
 // confChange is a membership change in progress on the leader.
@@ -46,7 +50,7 @@ func (n *Node) ChangePeers(ctx context.Context, peers []Peer, learners ...Peer) 
 func (n *Node) AddPeer(ctx context.Context, p Peer) error {
 	return n.changeConfiguration(ctx, func(cur Configuration) (Configuration, error) {
 		if slices.ContainsFunc(cur.Peers, func(q Peer) bool { return q.ID == p.ID }) {
-			return Configuration{}, fmt.Errorf("graft: %s is already a voter", p.ID)
+			return Configuration{}, fmt.Errorf("%w: %s is already a voter", ErrInvalidChange, p.ID)
 		}
 		next := cur.Clone()
 		next.Learners = slices.DeleteFunc(next.Learners, func(q Peer) bool { return q.ID == p.ID })
@@ -60,7 +64,7 @@ func (n *Node) AddPeer(ctx context.Context, p Peer) error {
 func (n *Node) RemovePeer(ctx context.Context, id string) error {
 	return n.changeConfiguration(ctx, func(cur Configuration) (Configuration, error) {
 		if !cur.Contains(id) {
-			return Configuration{}, fmt.Errorf("graft: %s is not a member", id)
+			return Configuration{}, fmt.Errorf("%w: %s is not a member", ErrInvalidChange, id)
 		}
 		next := cur.Clone()
 		next.Peers = slices.DeleteFunc(next.Peers, func(q Peer) bool { return q.ID == id })
@@ -75,7 +79,7 @@ func (n *Node) RemovePeer(ctx context.Context, id string) error {
 func (n *Node) AddLearner(ctx context.Context, p Peer) error {
 	return n.changeConfiguration(ctx, func(cur Configuration) (Configuration, error) {
 		if cur.Contains(p.ID) {
-			return Configuration{}, fmt.Errorf("graft: %s is already a member", p.ID)
+			return Configuration{}, fmt.Errorf("%w: %s is already a member", ErrInvalidChange, p.ID)
 		}
 		next := cur.Clone()
 		next.Learners = append(next.Learners, p)
@@ -114,11 +118,11 @@ func (n *Node) changeConfiguration(ctx context.Context, next func(Configuration)
 	target.OldPeers = nil
 	if err := target.Validate(); err != nil {
 		n.mu.Unlock()
-		return err
+		return fmt.Errorf("%w: %w", ErrInvalidChange, err)
 	}
 	if len(target.Peers) == 0 {
 		n.mu.Unlock()
-		return fmt.Errorf("%w: a configuration needs at least one voter", conf.ErrInvalid)
+		return fmt.Errorf("%w: a configuration needs at least one voter (%w)", ErrInvalidChange, conf.ErrInvalid)
 	}
 	var newcomers []Peer
 	for _, p := range target.Members() {

@@ -448,6 +448,28 @@ func TestSecondChangeIsBusy(t *testing.T) {
 	}
 }
 
+// Changes that cannot be made fail with ErrInvalidChange and change
+// nothing.
+func TestInvalidChanges(t *testing.T) {
+	c := rafttest.New(t, rafttest.Options{N: 3})
+	c.One(cmd("start"), 3, true)
+	leader := c.Node(c.CheckOneLeader())
+	before := leader.Status().Configuration
+	for what, err := range map[string]error{
+		"adding a voter again":       leader.AddPeer(ctxT(t), peersOf(c, c.IDs()[0])[0]),
+		"removing a non-member":      leader.RemovePeer(ctxT(t), "nosuch"),
+		"adding a member as learner": leader.AddLearner(ctxT(t), peersOf(c, c.IDs()[1])[0]),
+		"changing to no voters":      leader.ChangePeers(ctxT(t), nil),
+	} {
+		if !errors.Is(err, graft.ErrInvalidChange) {
+			t.Errorf("%s: %v, want ErrInvalidChange", what, err)
+		}
+	}
+	if after := leader.Status().Configuration; after.String() != before.String() {
+		t.Errorf("configuration %v after invalid changes, was %v", after, before)
+	}
+}
+
 // A leader that has begun a leadership transfer serves no lease reads for
 // the rest of its term: the target campaigns at once, without waiting for
 // the lease to run out, and may win even after the transfer was given up.

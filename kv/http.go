@@ -268,6 +268,8 @@ func (s *Server) writeNodeError(w http.ResponseWriter, r *http.Request, what str
 		writeError(w, http.StatusRequestEntityTooLarge, "%s: %v", what, err)
 	case errors.Is(err, graft.ErrBusy):
 		writeError(w, http.StatusConflict, "%s: %v", what, err)
+	case errors.Is(err, graft.ErrInvalidChange):
+		writeError(w, http.StatusBadRequest, "%s: %v", what, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, graft.ErrCatchUpTimeout):
 		writeError(w, http.StatusGatewayTimeout, "%s: %v (a write may still be applied)", what, err)
 	case errors.Is(err, graft.ErrShutdown), errors.Is(err, graft.ErrLeadershipLost), errors.Is(err, graft.ErrTransferFailed),

@@ -192,6 +192,7 @@ func TestHTTPAPI(t *testing.T) {
 			{"POST", "/v1/admin/peers", `{"add": {"id": "n4", "addr": "h:1", "x": 1}}`, 400, "unknown field"},
 			{"POST", "/v1/admin/peers", `{"change": []}`, 400, "change"},
 			{"POST", "/v1/admin/peers", `{"change": ["n1=h:1", "n1=h:2"]}`, 400, "change"},
+			{"POST", "/v1/admin/peers", `{"remove": "nosuch"}`, 400, "not a member"},
 			{"POST", "/v1/internal/members", `{"id": "n1", "http": "nohost"}`, 400, "not host:port"},
 			{"POST", "/v1/internal/members", `{"id": "stranger", "http": "h:1"}`, 400, "not a member"},
 		} {
