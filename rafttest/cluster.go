@@ -464,12 +464,12 @@ func (c *Cluster) CheckTerms(ids ...string) uint64 {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		terms = c.Terms(ids...)
 		var t uint64
-		agree := true
+		agree, first := true, true
 		for _, v := range terms {
-			if t != 0 && v != t {
+			if !first && v != t {
 				agree = false
 			}
-			t = v
+			t, first = v, false
 		}
 		if agree {
 			return t
