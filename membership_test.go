@@ -474,7 +474,11 @@ func TestInvalidChanges(t *testing.T) {
 // the rest of its term: the target campaigns at once, without waiting for
 // the lease to run out, and may win even after the transfer was given up.
 func TestNoLeaseReadsAfterTransferBegins(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3, Configure: withOptions(func(o *graft.Options) { o.LeaseReads = true })})
+	// A 1 s election timeout, so that the leader keeps its lead through
+	// the failed transfer even on a loaded machine.
+	const timeout = time.Second
+	c := rafttest.New(t, rafttest.Options{N: 3, ElectionTimeout: timeout, HeartbeatInterval: timeout / 10,
+		Configure: withOptions(func(o *graft.Options) { o.LeaseReads = true })})
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	others := without(c.IDs(), leader)
@@ -489,11 +493,11 @@ func TestNoLeaseReadsAfterTransferBegins(t *testing.T) {
 		t.Fatalf("transfer to an unreachable target: %v, want ErrTransferFailed", err)
 	}
 	if !c.Node(leader).IsLeader() {
-		t.Skip("the leader lost its lead after the failed transfer; nothing left to check")
+		t.Fatalf("%s lost its lead after the failed transfer: the rest of the test needs a leader with a lease", leader)
 	}
 	// Cut off now, the leader would still hold a lease; it must not use it.
 	c.Disconnect(leader)
-	ctx, cancel := context.WithTimeout(context.Background(), electionTimeout/4)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout/4)
 	defer cancel()
 	if idx, err := c.Node(leader).ReadIndex(ctx); err == nil {
 		t.Fatalf("a leader that began a transfer served a lease read at %d while cut off", idx)
