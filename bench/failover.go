@@ -107,13 +107,11 @@ func (g *graftFailover) isLeader(i int) bool  { return g.c.procs[i].node.IsLeade
 func (g *graftFailover) applied(i int) uint64 { return g.c.procs[i].fsm.n.Load() }
 
 func (g *graftFailover) trackIDs() []*appliedIDs {
-	var sets []*appliedIDs
+	var slots []*atomic.Pointer[appliedIDs]
 	for _, p := range g.c.procs {
-		s := newAppliedIDs()
-		p.fsm.ids.Store(s)
-		sets = append(sets, s)
+		slots = append(slots, &p.fsm.ids)
 	}
-	return sets
+	return trackIDs(slots)
 }
 
 func (g *graftFailover) apply(ctx context.Context, i int, data []byte) error {
@@ -149,13 +147,11 @@ func (h *hcFailover) isLeader(i int) bool  { return h.c.nodes[i].raft.State() ==
 func (h *hcFailover) applied(i int) uint64 { return h.c.nodes[i].fsm.n.Load() }
 
 func (h *hcFailover) trackIDs() []*appliedIDs {
-	var sets []*appliedIDs
+	var slots []*atomic.Pointer[appliedIDs]
 	for _, n := range h.c.nodes {
-		s := newAppliedIDs()
-		n.fsm.ids.Store(s)
-		sets = append(sets, s)
+		slots = append(slots, &n.fsm.ids)
 	}
-	return sets
+	return trackIDs(slots)
 }
 
 // apply applies on node i and waits for the outcome, or until node i is

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 )
 
 // idLen is the length of the id a tracked command starts with.
@@ -41,4 +42,16 @@ func (s *appliedIDs) missing(ids []uint64) int {
 		}
 	}
 	return n
+}
+
+// trackIDs puts a new, empty set in each state machine's slot, so that
+// each records the ids it applies from now on, and returns the sets in
+// slot order.
+func trackIDs(slots []*atomic.Pointer[appliedIDs]) []*appliedIDs {
+	sets := make([]*appliedIDs, len(slots))
+	for i, slot := range slots {
+		sets[i] = newAppliedIDs()
+		slot.Store(sets[i])
+	}
+	return sets
 }
