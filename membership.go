@@ -292,8 +292,11 @@ func (n *Node) ResetPeers(peers []Peer) error {
 // TransferLeadership hands leadership to target, or if target is empty to
 // the most caught-up voter. The leader stops accepting proposals, brings
 // the target's log up to date, and sends it TimeoutNow so that it
-// campaigns at once. If the target has not won within an election timeout,
-// the transfer fails with ErrTransferFailed and the leader resumes.
+// campaigns at once. It returns nil once this node knows the target leads.
+// If the target has not won within an election timeout, or another peer
+// won, the transfer fails with ErrTransferFailed (the leader resumes if it
+// still leads). With Options.LeaseReads, a leader that began a transfer
+// confirms every read with a heartbeat round for the rest of its term.
 func (n *Node) TransferLeadership(ctx context.Context, target string) error {
 	n.mu.Lock()
 	if err := n.leaderCheckLocked(); err != nil {
