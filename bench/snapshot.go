@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -598,37 +599,33 @@ func checkChildState(dir string, data *snapData) error {
 	return nil
 }
 
-// sameContent fails unless the files at a and b hold the same bytes.
+// sameContent fails unless the files at a and b hold the same bytes
+// (compared by their SHA-256).
 func sameContent(a, b string) error {
-	fa, err := os.Open(a)
+	da, err := fileSHA256(a)
 	if err != nil {
 		return err
 	}
-	defer fa.Close()
-	fb, err := os.Open(b)
+	db, err := fileSHA256(b)
 	if err != nil {
 		return err
 	}
-	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for off := int64(0); ; {
-		na, erra := io.ReadFull(fa, ba)
-		nb, errb := io.ReadFull(fb, bb)
-		if !bytes.Equal(ba[:na], bb[:nb]) {
-			return fmt.Errorf("differs from %s within bytes %d–%d", b, off, off+int64(max(na, nb)))
-		}
-		off += int64(na)
-		endA := erra == io.EOF || erra == io.ErrUnexpectedEOF
-		endB := errb == io.EOF || errb == io.ErrUnexpectedEOF
-		switch {
-		case erra != nil && !endA:
-			return erra
-		case errb != nil && !endB:
-			return errb
-		case endA && endB:
-			return nil
-		case endA || endB:
-			return fmt.Errorf("length differs from %s's", b)
-		}
+	if !bytes.Equal(da, db) {
+		return fmt.Errorf("content differs from %s", b)
 	}
+	return nil
+}
+
+// fileSHA256 returns the SHA-256 of the file at path.
+func fileSHA256(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
 }
