@@ -69,8 +69,14 @@ func TestProxyForwards(t *testing.T) {
 	if err := roundTrip(c, []byte("hello"), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if p.Bytes(Up) != 5 || p.Bytes(Down) != 5 {
-		t.Errorf("bytes up %d down %d, want 5 and 5", p.Bytes(Up), p.Bytes(Down))
+	// The proxy counts a chunk after its write returns, so the echo can
+	// reach the client before the down counter moves: wait for the count.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Bytes(Up) != 5 || p.Bytes(Down) != 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("bytes up %d down %d, want 5 and 5", p.Bytes(Up), p.Bytes(Down))
+		}
+		time.Sleep(time.Millisecond) // poll interval, not synchronisation
 	}
 }
 
