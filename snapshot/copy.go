@@ -732,6 +732,7 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 		}
 		received += int64(len(data))
 		n := int64(len(data))
+		transport.RecycleChunk(data) // written and hashed: the next chunk may reuse it
 		c.prog.update(func(pi *ProgressInfo) { pi.BytesDone += n; pi.BytesFetched += n })
 	}
 	if err := file.Truncate(size); err != nil { // the tail may be a hole

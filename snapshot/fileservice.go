@@ -313,11 +313,13 @@ func (f *FileService) HandleGetFile(ctx context.Context, req *raftpb.GetFileRequ
 	}
 	defer file.Close()
 
-	buf := make([]byte, min(req.GetCount(), f.maxChunk, size-off))
+	// The transport recycles the buffer once the response is sent.
+	buf := transport.ChunkBuffer(int(min(req.GetCount(), f.maxChunk, size-off)))
 	got, short := 0, false
 	for got < len(buf) {
 		g, err := f.throttle.Wait(ctx, int64(len(buf)-got))
 		if err != nil {
+			transport.RecycleChunk(buf)
 			return nil, status.FromContextError(err).Err()
 		}
 		n, rerr := file.ReadAt(buf[got:got+int(g)], off+int64(got))
@@ -328,6 +330,7 @@ func (f *FileService) HandleGetFile(ctx context.Context, req *raftpb.GetFileRequ
 			break
 		}
 		if rerr != nil {
+			transport.RecycleChunk(buf)
 			return nil, statusErrorf(codes.Internal, "snapshot: read %q of reader %d: %w", name, e.id, rerr)
 		}
 		if req.GetReadPartly() {

@@ -83,7 +83,9 @@ type Handler interface {
 }
 
 // FileHandler serves GetFile requests; one per process (the snapshot
-// FileService).
+// FileService). A response's Data passes to the transport, which may give
+// it to RecycleChunk once sent: a handler draws it from ChunkBuffer, or at
+// least never keeps or shares it.
 type FileHandler interface {
 	HandleGetFile(ctx context.Context, req *raftpb.GetFileRequest) (*raftpb.GetFileResponse, error)
 }

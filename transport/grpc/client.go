@@ -279,7 +279,7 @@ func (t *Transport) TimeoutNow(ctx context.Context, addr string, req *raftpb.Tim
 // code: test them with status.Code.
 func (t *Transport) GetFile(ctx context.Context, addr string, req *raftpb.GetFileRequest) (*raftpb.GetFileResponse, error) {
 	return call(t, ctx, "GetFile", addr, func(ctx context.Context, pc *peerConn) (*raftpb.GetFileResponse, error) {
-		return pc.files.GetFile(ctx, req)
+		return pc.files.GetFile(ctx, req, grpc.ForceCodecV2(newClientCodec()))
 	})
 }
 

@@ -57,8 +57,9 @@ type Server struct {
 
 // NewServer returns a Server routing through router. opts are passed to
 // grpc.NewServer after graft's defaults (DefaultMaxMessageSize both ways,
-// and keepalive settings matching the Transport's), so they can override
-// them; pass ServerTLS (or grpc.Creds) for mutual TLS.
+// keepalive settings matching the Transport's, and a codec that sends
+// GetFile data without copying it), so they can override them; pass
+// ServerTLS (or grpc.Creds) for mutual TLS.
 func NewServer(router *transport.Router, opts ...grpc.ServerOption) *Server {
 	s := &Server{
 		router:         router,
@@ -69,6 +70,8 @@ func NewServer(router *transport.Router, opts ...grpc.ServerOption) *Server {
 	all := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(DefaultMaxMessageSize),
 		grpc.MaxSendMsgSize(DefaultMaxMessageSize),
+		// Send snapshot chunks without copying them (see serverCodec).
+		grpc.ForceServerCodecV2(newServerCodec()),
 		// Let clients ping as often as the Transport's keepalive does, so
 		// a dead peer under an open pipeline is noticed.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
