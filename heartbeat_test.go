@@ -149,9 +149,12 @@ func TestHeartbeatIsolatedLeaderCannotRead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			noLeaks(t)
-			c := rafttest.New(t, rafttest.Options{N: 3, Configure: withOptions(func(o *graft.Options) {
-				o.CheckQuorum = tc.checkQuorum
-			})})
+			// Without check-quorum the leader must keep its term
+			// throughout: stableElectionTimeout (for both cases, so
+			// that their timing stays alike).
+			opts := stableOptions(3)
+			opts.Configure = withOptions(func(o *graft.Options) { o.CheckQuorum = tc.checkQuorum })
+			c := rafttest.New(t, opts)
 			c.One(cmd("start"), 3, true)
 			leader := c.CheckOneLeader()
 			n := c.Node(leader)
@@ -165,7 +168,7 @@ func TestHeartbeatIsolatedLeaderCannotRead(t *testing.T) {
 			tc.isolate(c, leader)
 			// Long enough for heartbeat streams to be found silent,
 			// replaced, and for the replacements to fail.
-			if err := readWithin(n, 4*electionTimeout); err == nil {
+			if err := readWithin(n, 4*stableElectionTimeout); err == nil {
 				t.Fatalf("isolated leader %s confirmed a read", leader)
 			} else {
 				t.Logf("read at the isolated leader: %v", err)
@@ -176,7 +179,7 @@ func TestHeartbeatIsolatedLeaderCannotRead(t *testing.T) {
 				// Same leader, same term: its replicators had to replace
 				// the streams stuck on lost answers.
 				c.WaitFor(10*time.Second, "a read at the leader after the heal", func() bool {
-					return readWithin(n, electionTimeout) == nil
+					return readWithin(n, stableElectionTimeout) == nil
 				})
 				if st := n.Status(); st.Role != graft.Leader || st.Term != term {
 					t.Fatalf("%s is %v in term %d, want leader in term %d", leader, st.Role, st.Term, term)
@@ -185,7 +188,7 @@ func TestHeartbeatIsolatedLeaderCannotRead(t *testing.T) {
 			}
 			c.WaitFor(10*time.Second, "a read at a leader after the heal", func() bool {
 				for _, id := range c.IDs() {
-					if n := c.Node(id); n.Status().Role == graft.Leader && readWithin(n, electionTimeout) == nil {
+					if n := c.Node(id); n.Status().Role == graft.Leader && readWithin(n, stableElectionTimeout) == nil {
 						return true
 					}
 				}
@@ -202,8 +205,12 @@ func TestHeartbeatIsolatedLeaderCannotRead(t *testing.T) {
 func TestHeartbeatSilentStreamReplaced(t *testing.T) {
 	noLeaks(t)
 	// Without CheckQuorum the leader keeps leading however long its
-	// followers are silent; followers keep hearing it, so nobody campaigns.
-	c := rafttest.New(t, rafttest.Options{N: 3, Configure: withOptions(func(o *graft.Options) { o.CheckQuorum = false })})
+	// followers are silent; followers keep hearing it, so nobody campaigns
+	// (unless a scheduling delay outlasts an election timeout: the test
+	// asserts the term is unchanged at the end, so stableElectionTimeout).
+	opts := stableOptions(3)
+	opts.Configure = withOptions(func(o *graft.Options) { o.CheckQuorum = false })
+	c := rafttest.New(t, opts)
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	n := c.Node(leader)
@@ -224,7 +231,7 @@ func TestHeartbeatSilentStreamReplaced(t *testing.T) {
 	silence(c, b, leader)
 	start := time.Now()
 	c.WaitFor(10*time.Second, "a read confirmed by "+a, func() bool {
-		err := readWithin(n, electionTimeout)
+		err := readWithin(n, stableElectionTimeout)
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("read: %v", err)
 		}

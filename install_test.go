@@ -308,28 +308,36 @@ func TestInstallSameIndexTakesOver(t *testing.T) {
 func TestInstallConcurrentIdenticalRequests(t *testing.T) {
 	fx := newInstallFixture(t, false)
 	fx.snapshotAt(10)
-	var chans []<-chan installResult
-	for i := 0; i < 5; i++ {
-		chans = append(chans, fx.install(fx.request(fx.keep[0], 5)))
+	const n = 5
+	results := make(chan installResult, n)
+	for i := 0; i < n; i++ {
+		ch := fx.install(fx.request(fx.keep[0], 5))
+		go func() { results <- <-ch }()
+	}
+	// Each request that registers takes over from the one before, which
+	// ends interrupted; with the gate closed nothing else can answer. Wait
+	// for the n-1 interrupted answers before opening it: a request that
+	// registered only after the install completed would succeed at once
+	// (its index is no longer newer), and the count would be off.
+	next := func() installResult {
+		t.Helper()
+		select {
+		case r := <-results:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("install did not answer")
+		}
+		return installResult{}
+	}
+	for i := 0; i < n-1; i++ {
+		if r := next(); !errors.Is(r.err, graft.ErrInstallInterrupted) {
+			t.Fatalf("answer %d before the download could proceed: %+v %v, want interrupted", i+1, r.resp, r.err)
+		}
 	}
 	fx.waitState(graft.SnapshotDownloading)
 	fx.open(fx.gated.gate)
 	fx.open(fx.fsm.loadGate)
-	ok, interrupted := 0, 0
-	for _, ch := range chans {
-		r := wait(t, ch)
-		switch {
-		case r.err == nil && r.resp.Success:
-			ok++
-		case errors.Is(r.err, graft.ErrInstallInterrupted):
-			interrupted++
-		default:
-			t.Fatalf("unexpected answer %+v %v", r.resp, r.err)
-		}
-	}
-	if ok != 1 || interrupted != 4 {
-		t.Fatalf("%d succeeded and %d were interrupted, want 1 and 4", ok, interrupted)
-	}
+	mustSucceed(t, next())
 	if st := fx.node.Status(); st.Snapshot.LastIndex != 10 || fx.fsm.Loads() != 1 {
 		t.Fatalf("snapshot %+v loads %d", st.Snapshot, fx.fsm.Loads())
 	}

@@ -184,7 +184,7 @@ func TestReplaceEveryMember(t *testing.T) {
 }
 
 func TestRemoveLeader(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3})
+	c := rafttest.New(t, stableOptions(3)) // the new leader must keep its term through the hold
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	if err := c.Node(leader).RemovePeer(ctxT(t), leader); err != nil {
@@ -201,14 +201,14 @@ func TestRemoveLeader(t *testing.T) {
 	}
 	// The removed node cannot disrupt the group: its elections go nowhere.
 	term := c.Node(next).Status().Term
-	hold(t, 4*electionTimeout, "a stable term", func() bool {
+	hold(t, 4*stableElectionTimeout, "a stable term", func() bool {
 		n := c.Node(next)
 		return n.IsLeader() && n.Status().Term == term
 	})
 }
 
 func TestRemovePartitionedNode(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3})
+	c := rafttest.New(t, stableOptions(3)) // the leader must keep its term through the hold
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	gone := without(c.IDs(), leader)[0]
@@ -221,7 +221,7 @@ func TestRemovePartitionedNode(t *testing.T) {
 	c.Reconnect(gone)
 	leader = c.CheckOneLeader(rest...)
 	term := c.Node(leader).Status().Term
-	hold(t, 4*electionTimeout, "the leader keeps its term", func() bool {
+	hold(t, 4*stableElectionTimeout, "the leader keeps its term", func() bool {
 		n := c.Node(leader)
 		return n.IsLeader() && n.Status().Term == term
 	})
@@ -352,7 +352,8 @@ func TestLeaderTransferUnderLoad(t *testing.T) {
 }
 
 func TestTransferToLaggingTarget(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3})
+	// The target must catch up and win within one election timeout.
+	c := rafttest.New(t, stableOptions(3))
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	target := without(c.IDs(), leader)[0]
@@ -369,7 +370,10 @@ func TestTransferToLaggingTarget(t *testing.T) {
 }
 
 func TestTransferToUnreachableTargetFails(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3})
+	// The leader must keep its lead through the failed transfer, and
+	// commit the proposal after it within c.Propose's two election
+	// timeouts.
+	c := rafttest.New(t, stableOptions(3))
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	target := without(c.IDs(), leader)[0]
@@ -419,7 +423,10 @@ func TestLeaseReadsServeWithinLease(t *testing.T) {
 // progress gets ErrBusy; the change that times out in its catch-up stage
 // leaves the configuration as it was.
 func TestSecondChangeIsBusy(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 5, Voters: 3})
+	// The leader must keep its lead until the first change times out.
+	opts := stableOptions(5)
+	opts.Voters = 3
+	c := rafttest.New(t, opts)
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	// n5 is cut off, so the first change stays in its catch-up stage.

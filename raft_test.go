@@ -19,6 +19,23 @@ import (
 
 const electionTimeout = 250 * time.Millisecond // rafttest's default
 
+// stableElectionTimeout is the election timeout of the tests whose
+// assertion is timed by one: a leader that must keep its term through a
+// hold (check-quorum steps a leader down that no quorum answered within
+// an election timeout, and followers that heard nothing within one
+// campaign), or a transfer that must complete within one. On a 2-core
+// machine running every package's tests with -race, scheduling delays of
+// 150-250 ms happen (package kv's harness saw check-quorum step-downs at
+// 150 ms; TestLeaderTransferUnderLoad failed one run in five at 250 ms):
+// rafttest's default of 250 ms leaves them no margin.
+const stableElectionTimeout = time.Second
+
+// stableOptions are rafttest options for n nodes with
+// stableElectionTimeout.
+func stableOptions(n int) rafttest.Options {
+	return rafttest.Options{N: n, ElectionTimeout: stableElectionTimeout, HeartbeatInterval: stableElectionTimeout / 10}
+}
+
 func cmd(s string, args ...any) []byte { return []byte(fmt.Sprintf(s, args...)) }
 
 // hold fails the test if cond stops holding at any point during d. It is
@@ -33,14 +50,14 @@ func hold(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func TestInitialElection(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3})
+	c := rafttest.New(t, stableOptions(3))
 	c.CheckOneLeader()
 	term1 := c.CheckTerms()
 	if term1 < 1 {
 		t.Fatalf("term is %d, want >= 1", term1)
 	}
 	// With no failures the leader and term stay put.
-	hold(t, 4*electionTimeout, "a stable term", func() bool {
+	hold(t, 4*stableElectionTimeout, "a stable term", func() bool {
 		for _, tm := range c.Terms() {
 			if tm != term1 {
 				return false

@@ -214,9 +214,10 @@ func TestLeaderRestartFromSnapshot(t *testing.T) {
 // A follower that caught up by installing a snapshot can take over as
 // leader: its log starts after the snapshot, and the group goes on.
 func TestTransferToSnapshotRecoveredPeer(t *testing.T) {
-	c := rafttest.New(t, rafttest.Options{N: 3, Configure: withOptions(func(o *graft.Options) {
-		o.SnapshotTrailingEntries = 2
-	})})
+	// The transfer must complete within one election timeout.
+	opts := stableOptions(3)
+	opts.Configure = withOptions(func(o *graft.Options) { o.SnapshotTrailingEntries = 2 })
+	c := rafttest.New(t, opts)
 	c.One(cmd("start"), 3, true)
 	leader := c.CheckOneLeader()
 	f := without(c.IDs(), leader)[0]

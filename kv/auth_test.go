@@ -158,7 +158,10 @@ func TestTokensCluster(t *testing.T) {
 	// Go's client keeps Authorization on a redirect to the same host.
 	code, _, body := doAuth(t, follow, "PUT", c.url(f, "/v1/kv/k"), "v", "Bearer "+apiToken)
 	wantIndex(t, "put through a follower", code, body)
-	code, _, body = doAuth(t, follow, "GET", c.url(f, "/"), "", "Bearer "+apiToken)
+	pollPage(t, func() string {
+		code, _, body = doAuth(t, follow, "GET", c.url(f, "/"), "", "Bearer "+apiToken)
+		return body
+	})
 	if code != 200 || strings.Contains(body, "cannot see it") {
 		t.Fatalf("page: %d\n%s", code, body)
 	}
@@ -235,7 +238,10 @@ func TestHTTPS(t *testing.T) {
 	}
 	code, _, body := doAuth(t, client, "PUT", c.url(l, "/v1/kv/k"), "v", "Bearer "+apiToken)
 	wantIndex(t, "put over HTTPS", code, body)
-	code, _, body = doAuth(t, client, "GET", c.url(f, "/"), "", "Bearer "+apiToken)
+	pollPage(t, func() string {
+		code, _, body = doAuth(t, client, "GET", c.url(f, "/"), "", "Bearer "+apiToken)
+		return body
+	})
 	if code != 200 || strings.Contains(body, "cannot see it") || !strings.Contains(body, `href="`+c.url(l, "/")+`"`) {
 		t.Fatalf("page over HTTPS: %d\n%s", code, body)
 	}

@@ -315,6 +315,20 @@ func do(t *testing.T, client *http.Client, method, url, body string) (int, http.
 	return resp.StatusCode, resp.Header, string(b)
 }
 
+// pollPage fetches the status page with get until it shows every peer's
+// status, at most for 10s, and leaves the last answer to the caller's
+// checks. The page fetches each peer's status when it is asked for, with
+// peerStatusTimeout (700ms), which a loaded machine can exceed once; a
+// page that never sees a peer still fails the caller's "cannot see it"
+// check.
+func pollPage(t *testing.T, get func() (body string)) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(get(), "cannot see it") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
 // tlogWriter sends log lines to t.Log.
 type tlogWriter struct{ t *testing.T }
 

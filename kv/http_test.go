@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // wantError checks a JSON error answer.
@@ -280,14 +281,34 @@ func TestHTTPAPI(t *testing.T) {
 				t.Errorf("metrics lack %q", want)
 			}
 		}
-		_, _, body = do(t, client, "GET", c.url(f, "/metrics"), "")
-		if !strings.Contains(body, "graftkv_snapshot_save_duration_seconds_count 1") {
-			t.Errorf("the follower's metrics do not count its snapshot save")
+		// The FSM reports a save (OnSave) after handing graft its files,
+		// so POST /v1/admin/snapshot can answer before the histogram
+		// counts it: wait for the count.
+		const saved = "graftkv_snapshot_save_duration_seconds_count 1"
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, _, body = do(t, client, "GET", c.url(f, "/metrics"), "")
+			if strings.Contains(body, saved) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the follower's metrics do not count its snapshot save")
+				break
+			}
+			time.Sleep(5 * time.Millisecond) // polling interval
 		}
 	})
 
 	t.Run("status page", func(t *testing.T) {
-		code, h, body := do(t, client, "GET", c.url(f, "/"), "")
+		var (
+			code int
+			h    http.Header
+			body string
+		)
+		pollPage(t, func() string {
+			code, h, body = do(t, client, "GET", c.url(f, "/"), "")
+			return body
+		})
 		if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 			t.Fatalf("page: %d %q", code, h.Get("Content-Type"))
 		}

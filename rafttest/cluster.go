@@ -415,7 +415,8 @@ func (c *Cluster) Leaders(ids ...string) map[uint64][]string {
 // it. Two leaders in one term fail the test.
 func (c *Cluster) CheckOneLeader(ids ...string) string {
 	c.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	limit := c.electionWait()
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		leaders := c.Leaders(ids...)
 		var newest uint64
@@ -430,8 +431,15 @@ func (c *Cluster) CheckOneLeader(ids ...string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c.t.Fatalf("rafttest: no leader among %v within 5s", ids)
+	c.t.Fatalf("rafttest: no leader among %v within %v", ids, limit)
 	return ""
+}
+
+// electionWait bounds the waits for elections: 5s, or ten election
+// timeouts if that is longer (an election takes one to two timeouts, and
+// a split vote another).
+func (c *Cluster) electionWait() time.Duration {
+	return max(5*time.Second, 10*c.opts.ElectionTimeout)
 }
 
 // CheckNoLeader fails the test if any of ids leads.
@@ -461,7 +469,7 @@ func (c *Cluster) Terms(ids ...string) map[string]uint64 {
 func (c *Cluster) CheckTerms(ids ...string) uint64 {
 	c.t.Helper()
 	var terms map[string]uint64
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(c.electionWait()); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		terms = c.Terms(ids...)
 		var t uint64
 		agree, first := true, true

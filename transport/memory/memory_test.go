@@ -538,7 +538,12 @@ func TestReorderUnary(t *testing.T) {
 		mu.Unlock()
 		return &raftpb.RequestVoteResponse{Term: req.Term}, nil
 	}
-	mustFaults(t, c.net.SetFaults(Faults{ReorderRate: 1, ReorderDelay: 100 * time.Millisecond}))
+	// The first request is held for half to all of ReorderDelay from its
+	// send; the second must be sent and handled within that window. 50ms
+	// (a ReorderDelay of 100ms) is a scheduling delay on a loaded machine;
+	// a second or more keeps the point: a held request is overtaken by a
+	// later one.
+	mustFaults(t, c.net.SetFaults(Faults{ReorderRate: 1, ReorderDelay: 2 * time.Second}))
 	late := make(chan error, 1)
 	go func() {
 		_, err := c.tr["n1"].RequestVote(ctxT(t), "n2", &raftpb.RequestVoteRequest{GroupId: "g", PeerId: "n2", Term: 1})
@@ -806,7 +811,9 @@ func TestPipelineHandlerErrorReordered(t *testing.T) {
 			done(echo(req), nil)
 		}
 		mustFaults(t, c.net.SetFaults(Faults{ReorderRate: 0.3, ReorderDelay: 2 * time.Millisecond, MaxDelay: 6 * time.Millisecond}))
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// A bound on the stream, not on how fast it goes: the deadline
+		// ends the pipeline, and a loaded machine can take a second.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		p, err := c.tr["n1"].Pipeline(ctx, "n2")
 		if err != nil {
 			t.Fatal(err)
