@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/graft-raft/graft"
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/rafttest"
 	"github.com/graft-raft/graft/transport"
@@ -39,7 +40,7 @@ func (t *countingTransport) Pipeline(ctx context.Context, addr string) (transpor
 // before rafttest.New, so that it runs after the cluster's Close.
 func noLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(func() { leakcheck.VerifyNone(t, ignore) })
 }
 
 // silence blackholes the link from→to: every message on it is lost and the

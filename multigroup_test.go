@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/graft-raft/graft"
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/internal/testnode"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/storage/memory"
@@ -37,7 +38,7 @@ type multiGroupProcess struct {
 // entries and never sees another group's, and a request for a group a
 // server does not host gets transport.ErrUnknownGroup.
 func TestMultiGroup(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	const (
 		nProcs   = 3
 		nGroups  = 4

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/internal/testnode"
 )
 
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 	}
 	// Every node, replicator, transport and harness goroutine must be gone
 	// once the tests are.
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 const (
@@ -44,7 +45,7 @@ func kill9Cluster(t *testing.T) *testnode.Cluster {
 	// Registered before the cluster's cleanup, so it runs after the
 	// children are dead.
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(func() { leakcheck.VerifyNone(t, ignore) })
 	c := testnode.NewCluster(t, testnode.ClusterOptions{
 		ElectionTimeout:   300 * time.Millisecond,
 		HeartbeatInterval: 30 * time.Millisecond,

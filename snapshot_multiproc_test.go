@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/graft-raft/graft"
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/internal/testnode"
 	"github.com/graft-raft/graft/rafttest"
 )
@@ -48,7 +49,7 @@ func mpSnapCluster(t *testing.T, o testnode.NodeOptions) *testnode.Cluster {
 	// Registered before the cluster's cleanup, so it runs after the
 	// children are dead.
 	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	t.Cleanup(func() { leakcheck.VerifyNone(t, ignore) })
 	c := testnode.NewCluster(t, testnode.ClusterOptions{
 		ElectionTimeout:   300 * time.Millisecond,
 		HeartbeatInterval: 30 * time.Millisecond,

@@ -14,16 +14,15 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/graft-raft/graft"
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/snapshot"
 	"github.com/graft-raft/graft/transport"
 	"github.com/graft-raft/graft/transport/memory"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // cluster is a test cluster of real Servers — durable logs and pebble in

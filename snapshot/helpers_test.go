@@ -13,14 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/vfs"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // testLogger logs through the test's output.

@@ -3,9 +3,9 @@ package vfs
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/graft-raft/graft/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/graft-raft/graft/internal/leakcheck"
 )
 
 var (
@@ -61,7 +61,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		code := m.Run()
-		if err := goleak.Find(); code == 0 && err != nil {
+		if err := leakcheck.Find(); code == 0 && err != nil {
 			fmt.Fprintln(os.Stderr, "dockertest: goroutines left running:", err)
 			code = 1
 		}

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/graft-raft/graft"
+	"github.com/graft-raft/graft/internal/leakcheck"
 )
 
 func TestConfigEnvironRoundTrip(t *testing.T) {
@@ -47,7 +48,7 @@ func TestConfigEnvironRoundTrip(t *testing.T) {
 // TestServerControlAPI runs a one-node group in this process and drives it
 // through the control API.
 func TestServerControlAPI(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +125,7 @@ func TestServerControlAPI(t *testing.T) {
 // the snapshot's files), a restart that loads the snapshot and replays the
 // log after it, and a second snapshot that the next restart loads.
 func TestRecorderBlobSnapshots(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.VerifyNone(t, goleak.IgnoreCurrent())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

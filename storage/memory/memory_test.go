@@ -5,13 +5,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/storage"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 func ents(lo, hi, term uint64) []*raftpb.Entry {

@@ -10,13 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/storage"
 	"github.com/graft-raft/graft/vfs"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 const dir = "/raft"

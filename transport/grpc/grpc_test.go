@@ -13,19 +13,19 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	grpclib "google.golang.org/grpc"
 
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/transport"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // fakeHandler is a transport.Handler and FileHandler whose behaviour tests
@@ -467,7 +467,7 @@ func TestPipelineMismatchedGroup(t *testing.T) {
 }
 
 func TestPipelineCloseNoLeak(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leakcheck.VerifyNone(t)
 	router := newRouter(t, &fakeHandler{append: func(*raftpb.AppendEntriesRequest, func(*raftpb.AppendEntriesResponse, error)) {
 		// Never answers.
 	}}, "g1", "n1")
@@ -511,7 +511,7 @@ func TestPipelineCloseNoLeak(t *testing.T) {
 }
 
 func TestServerStopEndsPipelines(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leakcheck.VerifyNone(t)
 	router := newRouter(t, &fakeHandler{
 		append: func(*raftpb.AppendEntriesRequest, func(*raftpb.AppendEntriesResponse, error)) {},
 	}, "g1", "n1")
@@ -558,7 +558,7 @@ func TestServerStopEndsPipelines(t *testing.T) {
 }
 
 func TestServerStopBound(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leakcheck.VerifyNone(t)
 	started := make(chan struct{})
 	router := newRouter(t, &fakeHandler{
 		vote: func(ctx context.Context, _ *raftpb.RequestVoteRequest) (*raftpb.RequestVoteResponse, error) {

@@ -13,16 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/graft-raft/graft/internal/leakcheck"
 	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/transport"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // handler is a transport.Handler and FileHandler that records what it
@@ -868,7 +868,7 @@ func TestPipelineWindowAndCancel(t *testing.T) {
 }
 
 func TestTransportAndNetworkClose(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	defer leakcheck.VerifyNone(t)
 	net := NewNetwork(1)
 	h := &handler{name: "n2"}
 	block := make(chan struct{})
