@@ -636,13 +636,22 @@ func (n *node) statusWith(hc *http.Client) (*status, error) {
 	return &s, nil
 }
 
+// mustStatus returns n's status, which must be up. A request that times
+// out or fails is tried again for up to 10 s, since one status request on
+// a loaded machine can take longer than statusTimeout.
 func (n *node) mustStatus() *status {
 	n.c.e.t.Helper()
-	s, err := n.status()
-	if err != nil {
-		n.c.e.t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := n.status()
+		if err == nil {
+			return s
+		}
+		if time.Now().After(deadline) {
+			n.c.e.t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // retry interval
 	}
-	return s
 }
 
 // admin POSTs to an admin endpoint of n, following redirects to the
