@@ -47,8 +47,11 @@ func kill9Cluster(t *testing.T) *testnode.Cluster {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { leakcheck.VerifyNone(t, ignore) })
 	c := testnode.NewCluster(t, testnode.ClusterOptions{
-		ElectionTimeout:   300 * time.Millisecond,
-		HeartbeatInterval: 30 * time.Millisecond,
+		// 1 s, not testnode's 300 ms: with -race on a loaded 2-core
+		// machine a follower can miss a 300 ms check-quorum window, and
+		// the leader steps down mid-test.
+		ElectionTimeout:   time.Second,
+		HeartbeatInterval: 100 * time.Millisecond,
 	})
 	c.StartAll()
 	return c

@@ -51,8 +51,11 @@ func mpSnapCluster(t *testing.T, o testnode.NodeOptions) *testnode.Cluster {
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { leakcheck.VerifyNone(t, ignore) })
 	c := testnode.NewCluster(t, testnode.ClusterOptions{
-		ElectionTimeout:   300 * time.Millisecond,
-		HeartbeatInterval: 30 * time.Millisecond,
+		// 1 s, not testnode's 300 ms: with -race on a loaded 2-core
+		// machine, a follower busy with 1 MiB appends can miss a 300 ms
+		// check-quorum window and the leader steps down mid-test.
+		ElectionTimeout:   time.Second,
+		HeartbeatInterval: 100 * time.Millisecond,
 		Node:              o,
 	})
 	c.StartAll()
