@@ -11,8 +11,9 @@ import (
 // file, so the FileHandler that fills a response's Data and the transport
 // that sends it share buffers through ChunkBuffer and RecycleChunk.
 //
-// Buffers are pooled in power-of-two size classes from 4 KiB to 64 MiB;
-// smaller or larger requests are plain allocations.
+// Buffers are pooled in power-of-two size classes from 4 KiB to 64 MiB (a
+// smaller request gets a 4 KiB buffer); larger requests are plain
+// allocations.
 const (
 	minChunkShift = 12 // 4 KiB
 	maxChunkShift = 26 // 64 MiB, DefaultMaxMessageSize of transport/grpc
