@@ -18,14 +18,19 @@
 //
 // # Durability
 //
-// Append writes a batch with one write and makes it durable with one
-// fsync before it returns. Creating, closing, reopening and removing
+// Append writes a batch with one write and makes it durable before it
+// returns. The in-progress segment keeps Options.Preallocate bytes of
+// zeros written and synced after its last frame, so most batches overwrite
+// allocated blocks without changing the file's size and need only
+// fdatasync; a batch that outgrows the zeros writes the next ones too and
+// fsyncs. Creating, closing, reopening and removing
 // segments fsync the directory. TruncateSuffix and Reset are durable when
 // they return; TruncatePrefix records the new first index durably but may
 // leave files that Open deletes later.
 //
 // Open checks every frame. A torn tail of the in-progress segment (what a
-// crash during an append leaves) is truncated and logged; any other bad
+// crash during an append leaves) is truncated and logged, and its zeros
+// are cut; any other bad
 // frame is reported as storage.ErrCorrupt with the file and offset, never
 // skipped.
 //

@@ -81,6 +81,11 @@ type segment struct {
 	closed bool
 	ents   []indexEntry
 	size   int64 // end of the last durable frame
+
+	// alloc is the end of the zeros written and synced after the frames
+	// (size if there are none); no zeros are written before the frames
+	// reach retryAlloc. Only the holder of Log.wmu uses them.
+	alloc, retryAlloc int64
 }
 
 // last returns the index of the segment's last entry, or first-1 if it
@@ -281,16 +286,8 @@ func (l *Log) Append(entries []*raftpb.Entry) error {
 		l.buf = buf[:0]
 	}
 
-	if _, err := s.f.WriteAt(buf, s.size); err != nil {
-		err = fmt.Errorf("segment: append to %s: %w", l.path(s.name), err)
-		// Roll back a partial write so the next append starts clean.
-		if terr := s.f.Truncate(s.size); terr != nil {
-			return l.fail(errors.Join(err, fmt.Errorf("segment: roll back %s: %w", l.path(s.name), terr)))
-		}
+	if err := l.write(s, buf); err != nil {
 		return err
-	}
-	if err := s.f.Sync(); err != nil {
-		return l.fail(fmt.Errorf("segment: sync %s: %w", l.path(s.name), err))
 	}
 
 	l.mu.Lock()
@@ -303,6 +300,79 @@ func (l *Log) Append(entries []*raftpb.Entry) error {
 		l.pending = pending[:0]
 	}
 	return nil
+}
+
+// zeros is what write extends a segment's preallocated space with.
+var zeros [128 << 10]byte
+
+// write makes buf durable right after segment s's last frame. Inside the
+// segment's synced zeros that is a write and an fdatasync; past them, the
+// write carries on with the next Preallocate bytes of zeros and is made
+// durable with fsync. If there is no room for the zeros (or writing them
+// fails otherwise), the frames are written alone. A failed write is rolled
+// back; a failed sync makes the log unusable. l.wmu must be held.
+func (l *Log) write(s *segment, buf []byte) error {
+	end := s.size + int64(len(buf))
+	if end <= s.alloc {
+		if _, err := s.f.WriteAt(buf, s.size); err != nil {
+			return l.rollback(s, fmt.Errorf("segment: append to %s: %w", l.path(s.name), err))
+		}
+		if err := vfs.Datasync(s.f); err != nil {
+			return l.fail(fmt.Errorf("segment: sync %s: %w", l.path(s.name), err))
+		}
+		return nil
+	}
+	if alloc := min(end+l.opts.Preallocate, max(l.opts.SegmentSize, end)); alloc > end && end >= s.retryAlloc {
+		err := writeZeros(s.f, buf, s.size, alloc)
+		if err == nil {
+			if err := s.f.Sync(); err != nil {
+				return l.fail(fmt.Errorf("segment: sync %s: %w", l.path(s.name), err))
+			}
+			s.alloc = alloc
+			return nil
+		}
+		if err := l.rollback(s, fmt.Errorf("segment: append to %s: %w", l.path(s.name), err)); l.failed != nil {
+			return err
+		}
+		// Try again once another Preallocate bytes of frames are in, not
+		// on every append of a disk that stays full.
+		s.retryAlloc = end + l.opts.Preallocate
+		l.logger.Warn("segment: appending without preallocated space", "file", s.name, "offset", s.size, "err", err)
+	}
+	if _, err := s.f.WriteAt(buf, s.size); err != nil {
+		return l.rollback(s, fmt.Errorf("segment: append to %s: %w", l.path(s.name), err))
+	}
+	if err := s.f.Sync(); err != nil {
+		return l.fail(fmt.Errorf("segment: sync %s: %w", l.path(s.name), err))
+	}
+	s.alloc = end
+	return nil
+}
+
+// writeZeros writes buf at off followed by zeros up to alloc.
+func writeZeros(f vfs.File, buf []byte, off, alloc int64) error {
+	if _, err := f.WriteAt(buf, off); err != nil {
+		return err
+	}
+	for at := off + int64(len(buf)); at < alloc; {
+		n := min(alloc-at, int64(len(zeros)))
+		if _, err := f.WriteAt(zeros[:n], at); err != nil {
+			return err
+		}
+		at += n
+	}
+	return nil
+}
+
+// rollback cuts segment s back to its last durable frame after a failed
+// write, so that the next append starts clean, and returns err; if even
+// that fails, the log becomes unusable. l.wmu must be held.
+func (l *Log) rollback(s *segment, err error) error {
+	s.alloc = s.size
+	if terr := s.f.Truncate(s.size); terr != nil {
+		return l.fail(errors.Join(err, fmt.Errorf("segment: roll back %s: %w", l.path(s.name), terr)))
+	}
+	return err
 }
 
 // segmentForAppend returns the in-progress segment, first closing it if
@@ -339,6 +409,11 @@ func (l *Log) segmentForAppend() (*segment, error) {
 // closeSegment renames the full in-progress segment s to its closed name.
 // Its contents are already durable. l.wmu must be held.
 func (l *Log) closeSegment(s *segment) error {
+	if s.alloc > s.size {
+		if err := l.truncateFile(s, s.size); err != nil {
+			return l.fail(err)
+		}
+	}
 	name := closedName(s.first, s.last())
 	if err := l.fs.Rename(l.path(s.name), l.path(name)); err != nil {
 		return l.fail(fmt.Errorf("segment: close %s: %w", l.path(s.name), err))
@@ -376,6 +451,7 @@ func (l *Log) truncateFile(s *segment, size int64) error {
 			return err
 		}
 	}
+	s.alloc = size
 	if err := s.f.Truncate(size); err != nil {
 		return fmt.Errorf("segment: truncate %s: %w", l.path(s.name), err)
 	}

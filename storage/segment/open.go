@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -24,7 +25,8 @@ type segFile struct {
 //
 //   - A torn tail of the in-progress segment (a frame cut short, or a bad
 //     frame followed by nothing that parses as a later entry) is truncated
-//     and logged.
+//     and logged. So is its preallocated space (zeros after the last
+//     frame), which the next Append writes anew.
 //   - A bad frame anywhere else, a closed segment whose entries do not
 //     match its name, a gap between segments, or an unreadable first-index
 //     marker is an error wrapping storage.ErrCorrupt naming the file and
@@ -121,9 +123,10 @@ func (l *Log) recover() (err error) {
 		}
 	}()
 	type torn struct {
-		s   *segment
-		end int64
-		was int64
+		s     *segment
+		end   int64
+		was   int64
+		zeros bool // only preallocated zeros follow the frames
 	}
 	var tail *torn
 	for _, f := range files {
@@ -141,15 +144,18 @@ func (l *Log) recover() (err error) {
 			return fmt.Errorf("segment: read %s: %w", l.path(f.name), err)
 		}
 		ents, end, scanErr := scan(buf, f.first)
-		s.ents, s.size = ents, int64(end)
+		s.ents, s.size, s.alloc = ents, int64(end), int64(end)
 		if scanErr != nil {
 			if !f.inprogress {
 				return l.corrupt(f.name, int64(end), scanErr)
 			}
-			if off, idx, ok := validFrameAfter(buf, end, f.first+uint64(len(ents))); ok {
-				return l.corrupt(f.name, int64(end), fmt.Errorf("%w, yet entry %d follows at offset %d", scanErr, idx, off))
+			zeros := allZero(buf[end:])
+			if !zeros {
+				if off, idx, ok := validFrameAfter(buf, end, f.first+uint64(len(ents))); ok {
+					return l.corrupt(f.name, int64(end), fmt.Errorf("%w, yet entry %d follows at offset %d", scanErr, idx, off))
+				}
 			}
-			tail = &torn{s: s, end: int64(end), was: int64(len(buf))}
+			tail = &torn{s: s, end: int64(end), was: int64(len(buf)), zeros: zeros}
 		}
 		if !f.inprogress && s.last() != f.last {
 			return l.corrupt(f.name, int64(end), fmt.Errorf("segment holds entries [%d, %d], its name says [%d, %d]", s.first, s.last(), f.first, f.last))
@@ -175,8 +181,13 @@ func (l *Log) recover() (err error) {
 
 	// The log is valid: repair it.
 	if tail != nil {
-		l.logger.Warn("segment: truncating torn tail", "file", tail.s.name, "offset", tail.end,
-			"bytes", tail.was-tail.end, "index", tail.s.last())
+		if tail.zeros {
+			l.logger.Debug("segment: cutting preallocated space", "file", tail.s.name, "offset", tail.end,
+				"bytes", tail.was-tail.end, "index", tail.s.last())
+		} else {
+			l.logger.Warn("segment: truncating torn tail", "file", tail.s.name, "offset", tail.end,
+				"bytes", tail.was-tail.end, "index", tail.s.last())
+		}
 		if err := tail.s.f.Truncate(tail.end); err != nil {
 			return fmt.Errorf("segment: truncate torn tail of %s: %w", l.path(tail.s.name), err)
 		}
@@ -252,6 +263,17 @@ func scan(b []byte, first uint64) (ents []indexEntry, end int, err error) {
 		want++
 	}
 	return ents, end, nil
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) >= len(zeros) {
+		if !bytes.Equal(b[:len(zeros)], zeros[:]) {
+			return false
+		}
+		b = b[len(zeros):]
+	}
+	return bytes.Equal(b, zeros[:len(b)])
 }
 
 // validFrameAfter looks for a valid frame holding an entry with index at

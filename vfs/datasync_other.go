@@ -1,0 +1,5 @@
+//go:build !linux
+
+package vfs
+
+func datasync(f File) error { return f.Sync() }
