@@ -118,8 +118,10 @@ type LoadInfo struct {
 // The raft log is the durable source of truth and the database a cache
 // rebuilt from it: OpenFSM starts from an empty database, graft then loads
 // the newest snapshot (LoadSnapshot replaces the database with the
-// snapshot's checkpoint) and replays the log after it. So applies commit
-// without fsync, and a crash loses nothing that the log does not restore.
+// snapshot's checkpoint) and replays the log after it. So pebble runs
+// without a WAL of its own: an apply only fills the memtable, a crash
+// loses nothing that the log does not restore, and a full disk cannot fail
+// an apply (pebble panics on a failed WAL write); its flushes retry.
 //
 // A snapshot is a pebble checkpoint: the immutable SST files, hard-linked,
 // plus a small MANIFEST and OPTIONS file. Unchanged SSTs have the same
@@ -176,7 +178,8 @@ func OpenFSM(dir string, opts FSMOptions) (*FSM, error) {
 
 func (f *FSM) open() (*pebble.DB, error) {
 	p := filepath.Join(f.dir, liveDir)
-	db, err := pebble.Open(p, &pebble.Options{Logger: pebbleLogger{f.log}})
+	// No WAL: the raft log is this database's write-ahead log (see FSM).
+	db, err := pebble.Open(p, &pebble.Options{Logger: pebbleLogger{f.log}, DisableWAL: true})
 	if err != nil {
 		return nil, fmt.Errorf("kv: open pebble in %s: %w", p, err)
 	}
@@ -200,8 +203,8 @@ func (f *FSM) Close() error {
 	return nil
 }
 
-// Apply applies a batch of commands in one pebble batch, committed without
-// fsync (the raft log is durable). Each entry's result is a Code. A
+// Apply applies a batch of commands in one pebble batch, committed to the
+// memtable only (the raft log is durable; see FSM). Each entry's result is a Code. A
 // command that does not decode is fatal for the node: skipping it would
 // make this replica differ from the others.
 func (f *FSM) Apply(it *graft.Iterator) error {
@@ -403,11 +406,10 @@ func (f *FSM) checkpoint(w graft.SnapshotWriter) (names []string, size int64, er
 	// Flushing first puts every applied key into SSTs, which the next
 	// snapshot shares. Flush returns once every memtable up to the current
 	// one is flushed, and nothing is written meanwhile (this runs on the
-	// apply goroutine), so the WAL files hold no live data: the checkpoint
-	// copies them whole — recycled ones with megabytes of stale bytes that
-	// would change with every snapshot and go out with every install — so
-	// they are dropped. pebble opens a directory without WALs as empty of
-	// unflushed writes.
+	// apply goroutine), so the SSTs hold every applied key. The WAL files
+	// the checkpoint copies (pebble creates one at open even with the WAL
+	// off) hold nothing live, so they are dropped: pebble opens a
+	// directory without WALs as empty of unflushed writes.
 	if err := db.Flush(); err != nil {
 		return nil, 0, fmt.Errorf("kv: flush memtable: %w", err)
 	}
