@@ -679,27 +679,33 @@ func tornLogTail(e *env) {
 		if seg == "" {
 			e.t.Fatalf("faults: %s has no in-progress log segment", n.id)
 		}
-		fi, _ := os.Stat(seg)
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		end := framesEnd(b)
 		f, err := os.OpenFile(seg, os.O_RDWR, 0)
 		if err != nil {
 			e.t.Fatal(err)
 		}
 		switch how {
 		case "partial frame":
-			// A frame header announcing 4000 bytes, and only 100 of them.
+			// A frame header announcing 4000 bytes, and only 100 of them,
+			// right after the last frame (in its preallocated zeros).
 			frame := binary.LittleEndian.AppendUint32(nil, 4000)
 			frame = binary.LittleEndian.AppendUint32(frame, 0xdeadbeef)
 			junk := make([]byte, 100)
 			_, _ = rand.Read(junk)
-			_, err = f.WriteAt(append(frame, junk...), fi.Size())
+			_, err = f.WriteAt(append(frame, junk...), end)
 		case "cut frame":
-			err = f.Truncate(fi.Size() - 3)
+			// The last frame's last 3 bytes never reached the disk.
+			_, err = f.WriteAt(make([]byte, 3), end-3)
 		}
 		f.Close()
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		e.event("tore %s's log tail (%s) in %s (%d bytes)", n.id, how, filepath.Base(seg), fi.Size())
+		e.event("tore %s's log tail (%s) in %s (frames end at %d of %d bytes)", n.id, how, filepath.Base(seg), end, len(b))
 		gen := n.generation()
 		n.start(false)
 		e.c.waitCaughtUp(20*time.Second, n)
@@ -715,6 +721,22 @@ func tornLogTail(e *env) {
 	// Cutting the last frame loses an entry this follower may have
 	// acknowledged: safe while the other two keep theirs.
 	tear(e.pick(e.c.followers(l)), "cut frame")
+}
+
+// framesEnd returns where the frames of segment file b end: at its end, or
+// where the preallocated zeros after them begin (a frame is a 4-byte
+// little-endian payload length, a 4-byte checksum and the payload; see
+// storage/segment).
+func framesEnd(b []byte) int64 {
+	off := 0
+	for off+8 <= len(b) {
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		if n == 0 || off+8+n > len(b) {
+			break
+		}
+		off += 8 + n
+	}
+	return int64(off)
 }
 
 func lastLine(s string) string {
