@@ -14,6 +14,9 @@ import (
 type graftTuning struct {
 	maxInflightAppends int
 	maxAppendEntries   int
+	// preallocate is segment.Options.Preallocate (0: the default;
+	// negative: off).
+	preallocate int64
 }
 
 // graftCounter is the benchmark's state machine: it counts applied

@@ -180,7 +180,7 @@ func startGraftWith(dir string, tune graftTuning, edit func(*graft.Options), net
 		if err := os.MkdirAll(pdir, 0o755); err != nil {
 			return c, nil, err
 		}
-		logs, err := segment.Open(vfs.Default, filepath.Join(pdir, "log"), segment.Options{})
+		logs, err := segment.Open(vfs.Default, filepath.Join(pdir, "log"), segment.Options{Preallocate: tune.preallocate})
 		if err != nil {
 			return c, nil, err
 		}

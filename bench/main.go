@@ -113,6 +113,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.out, "out", "auto", "markdown report file; auto: results/<date>-<workload>.md; none: stdout only")
 	fs.BoolVar(&c.baseline, "baseline", true, "measure the disk's fsync latency and bandwidth before and after")
 	fs.IntVar(&c.graft.maxInflightAppends, "graft-inflight", 0, "graft Options.MaxInflightAppends (0: graft's default)")
+	fs.Int64Var(&c.graft.preallocate, "graft-preallocate", 0, "graft's segment.Options.Preallocate in bytes (0: graft's default; -1: off)")
 	fs.IntVar(&c.graft.maxAppendEntries, "graft-max-append", 0, "graft Options.MaxAppendEntries (0: graft's default)")
 	fs.IntVar(&c.hcCache, "hashicorp-logcache", 512, "raft.LogCache entries in front of the BoltStore of the hashicorp-cached system")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window to this file (one system, configuration and run)")

@@ -273,6 +273,9 @@ func (rep *report) markdown() string {
 		if cfg.graft.maxAppendEntries > 0 {
 			w(", MaxAppendEntries=%d", cfg.graft.maxAppendEntries)
 		}
+		if cfg.graft.preallocate != 0 {
+			w(", segment Preallocate=%d", cfg.graft.preallocate)
+		}
 		w("; gRPC transport (one server and one client transport per node); storage/segment log and storage/metafile; `node.Apply(ctx, cmd)` on the leader.\n")
 	}
 	if slices.Contains(cfg.systems, "hashicorp") || slices.Contains(cfg.systems, "hashicorp-cached") || slices.Contains(cfg.systems, "hashicorp-wal") {
