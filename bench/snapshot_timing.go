@@ -63,6 +63,10 @@ type timedFile struct {
 	t *snapIOTimes
 }
 
+// Unwrap lets the copier's write-behind (vfs.StartWriteback) reach the
+// file.
+func (f timedFile) Unwrap() vfs.File { return f.File }
+
 func (f timedFile) Write(p []byte) (int, error) {
 	defer f.t.add(&f.t.write, &f.t.writes, time.Now())
 	return f.File.Write(p)
