@@ -772,11 +772,14 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 // every page they take is memory the kernel reclaims from the rest of the
 // page cache at the copier's expense; with it, the copier's writes reuse
 // the pages it dropped. In A/B runs of the bench's 1 GiB catch-up (go -C
-// bench run . -workload snapshot -systems graft, 2 × 3 runs each way) it
-// took the follower's CPU from 3.9–4.2 s to 2.5–2.6 s and the install from
-// 3.9 s to 2.7–2.9 s; handing the steps to the disk without dropping them
-// did not help (3.5 s). The price: the installed files are not in the page
-// cache, so whoever reads them next reads the disk.
+// bench run . -workload snapshot -systems graft, 2 × 3 runs each way, on a
+// busy machine) it took the follower's CPU from 3.9–4.2 s to 2.5–2.6 s
+// and the install from 3.9 s to 2.7–2.9 s; handing the steps to the disk
+// without dropping them did not help (3.5 s). On a quieter machine, in
+// full runs half an hour apart, the install went from 2.77 s to 2.70 s
+// (medians) and the follower's CPU from 2.56 s to 2.27 s. The price: the
+// installed files are not in the page cache, so whoever reads them next
+// reads the disk.
 type writeBehind struct {
 	file vfs.File
 	// started and dropped are the offsets up to which writeback was
