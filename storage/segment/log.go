@@ -308,9 +308,11 @@ var zeros [128 << 10]byte
 // write makes buf durable right after segment s's last frame. Inside the
 // segment's synced zeros that is a write and an fdatasync; past them, the
 // write carries on with the next Preallocate bytes of zeros and is made
-// durable with fsync. If there is no room for the zeros (or writing them
-// fails otherwise), the frames are written alone. A failed write is rolled
-// back; a failed sync makes the log unusable. l.wmu must be held.
+// durable with fsync. The frames are written alone if there is no room
+// for the zeros (or writing them fails otherwise), and if buf is larger
+// than an eighth of Preallocate: zeros that few appends of its size fit
+// in would cost more writing than the fsyncs they save. A failed write is
+// rolled back; a failed sync makes the log unusable. l.wmu must be held.
 func (l *Log) write(s *segment, buf []byte) error {
 	end := s.size + int64(len(buf))
 	if end <= s.alloc {
@@ -322,7 +324,7 @@ func (l *Log) write(s *segment, buf []byte) error {
 		}
 		return nil
 	}
-	if alloc := min(end+l.opts.Preallocate, max(l.opts.SegmentSize, end)); alloc > end && end >= s.retryAlloc {
+	if alloc := min(end+l.opts.Preallocate, max(l.opts.SegmentSize, end)); alloc > end && end >= s.retryAlloc && int64(len(buf)) <= l.opts.Preallocate/8 {
 		err := writeZeros(s.f, buf, s.size, alloc)
 		if err == nil {
 			if err := s.f.Sync(); err != nil {

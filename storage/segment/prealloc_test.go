@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/graft-raft/graft/raftpb"
 	"github.com/graft-raft/graft/storage"
 	"github.com/graft-raft/graft/vfs"
 )
@@ -142,6 +143,32 @@ func TestPreallocateOff(t *testing.T) {
 	}
 	if got := fileSize(t, mem, inprogress(t, mem)); got != want {
 		t.Fatalf("segment is %d bytes, want %d", got, want)
+	}
+}
+
+// TestPreallocateLargeAppend: an append larger than an eighth of
+// Preallocate is written alone, without zeros after it; a small append
+// after it starts zeros again.
+func TestPreallocateLargeAppend(t *testing.T) {
+	mem := vfs.NewMem()
+	const prealloc = 4 << 10
+	l := mustOpen(t, mem, preallocOptions(t, 1<<20, prealloc))
+	big := &raftpb.Entry{Index: 1, Term: 1, Type: raftpb.EntryType_ENTRY_TYPE_NORMAL, Data: bytes.Repeat([]byte("b"), prealloc/8)}
+	mustAppend(t, l, []*raftpb.Entry{big})
+	frames := int64(encodedSize(big))
+	name := inprogress(t, mem)
+	if got := fileSize(t, mem, name); got != frames {
+		t.Fatalf("after an append of %d bytes the segment is %d bytes, want %d (no zeros)", frames, got, frames)
+	}
+	small := ent(2, 1)
+	mustAppend(t, l, []*raftpb.Entry{small})
+	frames += int64(encodedSize(small))
+	if got, want := fileSize(t, mem, name), frames+prealloc; got != want {
+		t.Fatalf("after a small append the segment is %d bytes, want %d (frames and zeros)", got, want)
+	}
+	got, err := l.Entries(1, 3, 0)
+	if err != nil || len(got) != 2 || !bytes.Equal(got[0].Data, big.Data) || !bytes.Equal(got[1].Data, small.Data) {
+		t.Fatalf("Entries(1, 3) = %d entries, %v; want the large and the small one", len(got), err)
 	}
 }
 
