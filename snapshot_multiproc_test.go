@@ -31,7 +31,12 @@ var (
 
 const (
 	mpWait = 15 * time.Second // bound on each wait for the cluster
-	mpMiB  = 1 << 20
+	// mpWriteWait bounds writing a test's blobs: 32 MiB in 1 MiB commands
+	// take about 1 s on an idle 2-core machine, 7 s with the race
+	// detector in the children, and more than 15 s next to the rest of
+	// make test (Docker builds included).
+	mpWriteWait = 60 * time.Second
+	mpMiB       = 1 << 20
 	// mpResumeFile is the size of the blob files of the resume tests. The
 	// snapshot copier records its progress durably at the latest once
 	// 4 MiB of files completed since it last did (snapshot.progressBytes),
@@ -366,7 +371,7 @@ func TestMultiProcFollowerKilledMidDownloadResumes(t *testing.T) {
 	lagging := mpMaxLastIndex(t, c)
 
 	start := time.Now()
-	last := mpWriteBlobs(t, c, seed, mpBlobFiles("f", 8, mpResumeFile/mpMiB, mpMiB, 1), 4, mpWait)
+	last := mpWriteBlobs(t, c, seed, mpBlobFiles("f", 8, mpResumeFile/mpMiB, mpMiB, 1), 4, mpWriteWait)
 	// Both live nodes snapshot, so whichever leads sends the same one.
 	snap := mpSnapshotQuiet(t, c, mpOthers(c.IDs(), follower), lagging)
 	t.Logf("wrote 32 MiB through index %d and snapshotted at %d in %v", last, snap, time.Since(start))
@@ -431,14 +436,14 @@ func TestMultiProcLeaderKilledMidCopy(t *testing.T) {
 	follower := mpOthers(c.IDs(), c.WaitLeader(mpWait))[0]
 
 	// Every node snapshots two 1 MiB files.
-	mpWriteBlobs(t, c, seed, mpBlobFiles("a", 2, 1, mpMiB, 1), 2, mpWait)
+	mpWriteBlobs(t, c, seed, mpBlobFiles("a", 2, 1, mpMiB, 1), 2, mpWriteWait)
 	prev := mpSnapshotQuiet(t, c, c.IDs(), 0)
 
 	// With the follower down: six 4 MiB files, and a0 changes.
 	c.Kill(follower)
 	lagging := mpMaxLastIndex(t, c)
 	ws := append(mpBlobFiles("b", 6, mpResumeFile/mpMiB, mpMiB, 1), mpBlobWrite{file: "a0", chunk: 0, version: 2, size: mpMiB})
-	mpWriteBlobs(t, c, seed, ws, 4, mpWait)
+	mpWriteBlobs(t, c, seed, ws, 4, mpWriteWait)
 	snap := mpSnapshotQuiet(t, c, mpOthers(c.IDs(), follower), lagging)
 	t.Logf("follower %s has snapshot %d; the others snapshot %d", follower, prev, snap)
 
@@ -512,7 +517,7 @@ func TestMultiProcLeaderKilledMidCopy(t *testing.T) {
 	}
 
 	c.Start(leader)
-	last := mpWriteBlobs(t, c, seed, []mpBlobWrite{{file: "c", chunk: 0, version: 1, size: mpMiB}}, 1, mpWait)
+	last := mpWriteBlobs(t, c, seed, []mpBlobWrite{{file: "c", chunk: 0, version: 1, size: mpMiB}}, 1, mpWriteWait)
 	mpWaitApplied(t, c, c.IDs(), last)
 	mpCheckSameState(t, c, c.IDs(), mpWait)
 }
