@@ -122,6 +122,30 @@ func onLeader(t *testing.T, c *rafttest.Cluster, f func(n *graft.Node) error) {
 	}
 }
 
+// addOnLeader adds id as a voter through the current leader, and
+// removeOnLeader removes it. An attempt cut short by a leadership change
+// (ErrLeadershipLost, a timeout) may still commit, so an attempt that
+// finds the change already in the leader's configuration is done.
+func addOnLeader(t *testing.T, c *rafttest.Cluster, id string) {
+	t.Helper()
+	onLeader(t, c, func(n *graft.Node) error {
+		if n.Status().Configuration.IsVoter(id) {
+			return nil
+		}
+		return n.AddPeer(ctxT(t), peersOf(c, id)[0])
+	})
+}
+
+func removeOnLeader(t *testing.T, c *rafttest.Cluster, id string) {
+	t.Helper()
+	onLeader(t, c, func(n *graft.Node) error {
+		if !n.Status().Configuration.Contains(id) {
+			return nil
+		}
+		return n.RemovePeer(ctxT(t), id)
+	})
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -172,8 +196,8 @@ func TestReplaceEveryMember(t *testing.T) {
 	w := startWriters(c, 2)
 	for i := 1; i <= 3; i++ {
 		add, remove := fmt.Sprintf("n%d", i+3), fmt.Sprintf("n%d", i)
-		onLeader(t, c, func(n *graft.Node) error { return n.AddPeer(ctxT(t), peersOf(c, add)[0]) })
-		onLeader(t, c, func(n *graft.Node) error { return n.RemovePeer(ctxT(t), remove) })
+		addOnLeader(t, c, add)
+		removeOnLeader(t, c, remove)
 	}
 	waitVoters(t, c, []string{"n4", "n5", "n6"}, "n4", "n5", "n6")
 	w.finish(t)
@@ -213,7 +237,7 @@ func TestRemovePartitionedNode(t *testing.T) {
 	leader := c.CheckOneLeader()
 	gone := without(c.IDs(), leader)[0]
 	c.Disconnect(gone)
-	onLeader(t, c, func(n *graft.Node) error { return n.RemovePeer(ctxT(t), gone) })
+	removeOnLeader(t, c, gone)
 	rest := without(c.IDs(), gone)
 	waitVoters(t, c, rest, rest...)
 	c.One(cmd("after"), 2, true)
@@ -234,7 +258,7 @@ func TestChangeWhileMinorityPartitioned(t *testing.T) {
 	cut := without(c.IDs()[:3], leader)[0]
 	c.Disconnect(cut)
 	w := startWriters(c, 2)
-	onLeader(t, c, func(n *graft.Node) error { return n.AddPeer(ctxT(t), peersOf(c, "n4")[0]) })
+	addOnLeader(t, c, "n4")
 	waitVoters(t, c, without(c.IDs(), cut), "n1", "n2", "n3", "n4")
 	w.finish(t)
 	c.Reconnect(cut)
@@ -250,7 +274,7 @@ func TestNewPeerCatchesUpBySnapshot(t *testing.T) {
 	}
 	leader := c.CheckOneLeader()
 	snapshotNow(t, c.Node(leader))
-	onLeader(t, c, func(n *graft.Node) error { return n.AddPeer(ctxT(t), peersOf(c, "n4")[0]) })
+	addOnLeader(t, c, "n4")
 	c.One(cmd("with-n4"), 4, true)
 	if c.FSM("n4").Loads() != 1 {
 		t.Fatalf("n4 loaded %d snapshots, want 1", c.FSM("n4").Loads())
@@ -292,7 +316,7 @@ func TestLearnerNeverVotesAndIsPromoted(t *testing.T) {
 		return st.Role == graft.Follower && st.Term == term
 	})
 	c.Reconnect("n4")
-	onLeader(t, c, func(n *graft.Node) error { return n.AddPeer(ctxT(t), peersOf(c, "n4")[0]) })
+	addOnLeader(t, c, "n4")
 	waitVoters(t, c, c.IDs(), "n1", "n2", "n3", "n4")
 	c.One(cmd("promoted"), 4, true)
 	if d, ok := c.FSM("n4").Has(idx); !ok || string(d) != "learner-sees-this" {
