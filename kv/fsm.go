@@ -204,9 +204,9 @@ func (f *FSM) Close() error {
 }
 
 // Apply applies a batch of commands in one pebble batch, committed to the
-// memtable only (the raft log is durable; see FSM). Each entry's result is a Code. A
-// command that does not decode is fatal for the node: skipping it would
-// make this replica differ from the others.
+// memtable only (the raft log is durable; see FSM). Each entry's result is
+// a Code. A command that does not decode is fatal for the node: skipping
+// it would make this replica differ from the others.
 func (f *FSM) Apply(it *graft.Iterator) error {
 	db := f.mu.db
 	if db == nil {
