@@ -1,0 +1,5 @@
+//go:build !linux
+
+package vfs
+
+func canDirect(string) bool { return false }
