@@ -161,7 +161,7 @@ func (rep *snapReport) markdown() string {
 
 	if gs := rep.pick("graft"); len(gs) > 0 && len(gs[0].first.graftIO) == 6 {
 		w("## Where graft's follower spends the install\n\n")
-		w("The child wraps its snapshot store's filesystem and its transport's `GetFile` with clocks. Times are summed over the copier's %d parallel file downloads, so \"GetFile / parallel\" is the share of the transfer's wall time the downloads spent waiting for chunks. Medians over runs.\n\n", rep.parallel())
+		w("The child wraps its snapshot store's filesystem and its transport's `GetFile` with clocks (the copier's direct writes, made through a descriptor of its own, pass the clock: \"writes\" counts the writes through the page cache only). Times are summed over the copier's %d parallel file downloads, so \"GetFile / parallel\" is the share of the transfer's wall time the downloads spent waiting for chunks. Medians over runs.\n\n", rep.parallel())
 		w("| install | transfer s | GetFile calls | GetFile s (summed) | GetFile / parallel s | per call ms | writes s (summed) | syncs s (summed) |\n")
 		w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for k, get := range []func(*snapRun) *snapChildResult{func(r *snapRun) *snapChildResult { return &r.first }, func(r *snapRun) *snapChildResult { return &r.second }} {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
@@ -153,9 +154,10 @@ func (o CopyOptions) withDefaults() CopyOptions {
 // every other file is fetched with GetFile in chunks of ChunkSize,
 // Parallel files at once, each call bounded by ChunkTimeout and retried up
 // to Retries times with exponential backoff. A fetched file is streamed to
-// disk (zero blocks are left as holes; every 8 MiB written is handed to
-// the disk at once and, once there, dropped from the page cache: the
-// installed files are not cached), verified against its SHA-256 (a
+// disk (zero blocks are left as holes; aligned chunks are written past the
+// page cache with vfs.DirectWriter, and every 8 MiB written otherwise is
+// handed to the disk at once and, once there, dropped from the page
+// cache: the installed files are not cached), verified against its SHA-256 (a
 // mismatch deletes it and fetches it again, up to Retries times, then
 // fails with ErrChecksum), synced, and recorded as complete in temp/
 // durably, so a later Copy can resume. Finally the snapshot is committed
@@ -708,6 +710,8 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 
 	h := sha256.New()
 	size := f.GetSize()
+	dw := vfs.NewDirectWriter(file)
+	defer dw.Close()
 	wb := writeBehind{file: file}
 	for received < size {
 		want := min(c.opts.ChunkSize, size-received)
@@ -730,7 +734,7 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 			return fmt.Errorf("snapshot: remote returned no data and no eof for %s at %d", f.GetName(), received)
 		}
 		h.Write(data)
-		if err := writeSparse(file, data, received); err != nil {
+		if err := writeSparse(dw, data, received); err != nil {
 			return fmt.Errorf("snapshot: write %s: %w", p, err)
 		}
 		received += int64(len(data))
@@ -820,7 +824,7 @@ var zeroBlock [holeBlock]byte
 // writeSparse writes data at off, skipping the blocks (aligned to
 // holeBlock in the file) that are all zero, so they stay holes of a file
 // that started empty.
-func writeSparse(file vfs.File, data []byte, off int64) error {
+func writeSparse(file io.WriterAt, data []byte, off int64) error {
 	start := -1 // start in data of the pending non-zero run
 	for i := 0; i < len(data); {
 		// The block holding file offset off+i ends at the next boundary.
