@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -157,9 +156,10 @@ func (o CopyOptions) withDefaults() CopyOptions {
 // disk (zero blocks are left as holes; aligned chunks are written past the
 // page cache with vfs.DirectWriter, and every 8 MiB written otherwise is
 // handed to the disk at once and, once there, dropped from the page
-// cache: the installed files are not cached), verified against its SHA-256 (a
-// mismatch deletes it and fetches it again, up to Retries times, then
-// fails with ErrChecksum), synced, and recorded as complete in temp/
+// cache: the installed files are not cached), verified against its
+// checksum (CRC-32C, or SHA-256 for a table without one; a mismatch
+// deletes it and fetches it again, up to Retries times, then fails with
+// ErrChecksum), synced, and recorded as complete in temp/
 // durably, so a later Copy can resume. Finally the snapshot is committed
 // as by Writer.Close.
 //
@@ -708,7 +708,7 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 		}
 	}()
 
-	h := sha256.New()
+	check := newChecker(f)
 	size := f.GetSize()
 	dw := vfs.NewDirectWriter(file)
 	defer dw.Close()
@@ -733,7 +733,7 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 			}
 			return fmt.Errorf("snapshot: remote returned no data and no eof for %s at %d", f.GetName(), received)
 		}
-		h.Write(data)
+		check.Write(data)
 		if err := writeSparse(dw, data, received); err != nil {
 			return fmt.Errorf("snapshot: write %s: %w", p, err)
 		}
@@ -748,11 +748,11 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 	if err := file.Truncate(size); err != nil { // the tail may be a hole
 		return fmt.Errorf("snapshot: truncate %s: %w", p, err)
 	}
-	if sum := h.Sum(nil); !bytes.Equal(sum, f.GetSha256()) {
+	if bad := check.mismatch(); bad != "" {
 		_ = file.Close()
 		file = nil
 		c.removeQuietly(p)
-		return fmt.Errorf("%w: %s: got sha256 %x, want %x", ErrChecksum, f.GetName(), sum, f.GetSha256())
+		return fmt.Errorf("%w: %s: got %s", ErrChecksum, f.GetName(), bad)
 	}
 	if err := file.Sync(); err != nil {
 		return fmt.Errorf("snapshot: sync %s: %w", p, err)

@@ -15,8 +15,9 @@
 //	    ...                           the state machine's files
 //
 // The meta table holds the snapshot's SnapshotMeta (index, term, peers,
-// old peers, learners) and, for every file, its name, size, SHA-256 and
-// optional user data. File names are slash-separated, relative, clean,
+// old peers, learners) and, for every file, its name, size, SHA-256 (its
+// identity), CRC-32C (what installs and restarts check) and optional user
+// data. File names are slash-separated, relative, clean,
 // and never escape the directory; symlinks are refused.
 //
 // # Saving
@@ -46,7 +47,7 @@
 // fetches the meta table, hard-links the files its own newest snapshot
 // already has, keeps the files an interrupted Copy already completed, and
 // downloads the rest in parallel, chunk by chunk, verifying every file's
-// SHA-256 before it counts:
+// checksum before it counts:
 //
 //	uri, id := files.Register(reader.Ref(), myAddr) // leader
 //	...

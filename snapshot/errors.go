@@ -32,8 +32,8 @@ var (
 	// ErrInvalid reports a malformed GetFile request (negative offset,
 	// non-positive count) or URI.
 	ErrInvalid = errors.New("snapshot: invalid request")
-	// ErrChecksum reports a downloaded file whose SHA-256 or size differs
-	// from the remote meta table, after every retry.
+	// ErrChecksum reports a downloaded file whose checksum or size
+	// differs from the remote meta table, after every retry.
 	ErrChecksum = errors.New("snapshot: checksum mismatch")
 	// ErrMismatch reports a remote snapshot whose index or term is not the
 	// one Copy was asked for.

@@ -146,6 +146,9 @@ func checkReader(t testing.TB, r *Reader, index uint64, want files) {
 		if f.GetSize() != int64(len(data)) || !bytes.Equal(f.GetSha256(), sum[:]) {
 			t.Fatalf("snapshot %d file %q: table has size %d sha %x, content %d %x", index, f.GetName(), f.GetSize(), f.GetSha256(), len(data), sum)
 		}
+		if crc := crc32Checksum(data); f.Crc32C == nil || f.GetCrc32C() != crc {
+			t.Fatalf("snapshot %d file %q: table has crc32c %v, content %08x", index, f.GetName(), f.Crc32C, crc)
+		}
 		if um, ok := r.FileMeta(f.GetName()); !ok || !bytes.Equal(um, userMeta(f.GetName())) {
 			t.Fatalf("FileMeta(%q) = %q, %v", f.GetName(), um, ok)
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -37,7 +38,7 @@ type Writer struct {
 // writerFile is one file of a Writer.
 type writerFile struct {
 	file *raftpb.SnapshotFile
-	// hashed is set once file.size and file.sha256 are known; synced
+	// hashed is set once file's size and checksums are known; synced
 	// once the file's contents and directory entry are durable.
 	hashed, synced bool
 }
@@ -57,7 +58,7 @@ func (w *Writer) Path() string { return w.path }
 // not escape Path, hold a NUL byte or start with "__raft_", and must be a
 // regular file reached without symlinks; otherwise the error wraps
 // ErrBadName. Adding a name twice is ErrBadName too. The file's size and
-// SHA-256 are computed by Close, so it may still be written until then.
+// checksums are computed by Close, so it may still be written until then.
 func (w *Writer) AddFile(name string, userMeta []byte) error {
 	if err := validName(name); err != nil {
 		return err
@@ -110,7 +111,7 @@ func (w *Writer) SetMeta(m *raftpb.SnapshotMeta) {
 }
 
 // Close makes the snapshot durable and the newest: it syncs every added
-// file (computing its size and SHA-256), writes the meta file atomically,
+// file (computing its size and checksums), writes the meta file atomically,
 // syncs temp/, renames temp/ to snapshot_<index>/ and syncs the storage
 // directory; then the Storage references the new snapshot and drops its
 // reference on the old one. An index not above the newest snapshot's is
@@ -144,7 +145,8 @@ func (w *Writer) Abort() {
 	}
 }
 
-// syncFile makes f durable, computing its size and SHA-256 if not known.
+// syncFile makes f durable, computing its size and checksums if not
+// known.
 func (w *Writer) syncFile(f *writerFile) error {
 	name := f.file.GetName()
 	if err := w.checkRegular(name); err != nil {
@@ -157,15 +159,15 @@ func (w *Writer) syncFile(f *writerFile) error {
 	}
 	defer file.Close()
 	if !f.hashed {
-		f.file.Size, f.file.Sha256, f.hashed = w.s.knownChecksum(name, p)
+		f.hashed = w.s.knownChecksum(name, p, f.file)
 	}
 	if !f.hashed {
-		h := sha256.New()
-		n, err := io.CopyBuffer(h, struct{ io.Reader }{file}, make([]byte, 64<<10))
+		sha, crc := sha256.New(), crc32.New(crcTable)
+		n, err := io.CopyBuffer(io.MultiWriter(sha, crc), struct{ io.Reader }{file}, make([]byte, 64<<10))
 		if err != nil {
 			return fmt.Errorf("snapshot: read %s: %w", p, err)
 		}
-		f.file.Size, f.file.Sha256 = n, h.Sum(nil)
+		f.file.Size, f.file.Sha256, f.file.Crc32C = n, sha.Sum(nil), proto.Uint32(crc.Sum32())
 		f.hashed = true
 	}
 	if err := file.Sync(); err != nil {
@@ -175,28 +177,30 @@ func (w *Writer) syncFile(f *writerFile) error {
 	return nil
 }
 
-// knownChecksum returns the size and SHA-256 recorded for name in the
-// newest snapshot when the file at p is that very file (a hard link to the
-// same inode, as state machines make of immutable files such as pebble's
-// SSTs), so that saving does not hash it again.
-func (s *Storage) knownChecksum(name, p string) (int64, []byte, bool) {
+// knownChecksum sets f's size and checksums to those recorded for name
+// in the newest snapshot, and returns true, when the file at p is that
+// very file (a hard link to the same inode, as state machines make of
+// immutable files such as pebble's SSTs) and the newest snapshot has both
+// its checksums, so that saving does not read it again.
+func (s *Storage) knownChecksum(name, p string, f *raftpb.SnapshotFile) bool {
 	s.mu.Lock()
 	prev := s.mu.newestSnap
 	s.mu.Unlock()
 	if prev == nil {
-		return 0, nil, false
+		return false
 	}
-	f, ok := prev.byName[name]
-	if !ok {
-		return 0, nil, false
+	old, ok := prev.byName[name]
+	if !ok || old.Crc32C == nil {
+		return false
 	}
 	a, err := s.fs.Stat(p)
 	if err != nil {
-		return 0, nil, false
+		return false
 	}
 	b, err := s.fs.Stat(prev.localPath(name))
-	if err != nil || !os.SameFile(a, b) || a.Size() != f.GetSize() {
-		return 0, nil, false
+	if err != nil || !os.SameFile(a, b) || a.Size() != old.GetSize() {
+		return false
 	}
-	return f.GetSize(), slices.Clone(f.GetSha256()), true
+	f.Size, f.Sha256, f.Crc32C = old.GetSize(), slices.Clone(old.GetSha256()), proto.Uint32(old.GetCrc32C())
+	return true
 }
