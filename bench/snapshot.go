@@ -120,10 +120,11 @@ type snapRun struct {
 }
 
 type snapBaseline struct {
-	seqMiBps   float64       // disk.go seqWrite: 1 MiB writes, fsync each
-	filesTime  time.Duration // the state's files written whole, fsync each
-	tcpTime    time.Duration // loopback TCP copy of the files into new files, fsync each
-	tcpWritten int64
+	seqMiBps    float64       // disk.go seqWrite: 1 MiB writes, fsync each
+	directMiBps float64       // seqWriteDirect: 1 MiB O_DIRECT writes, fsync at the end (0: not measured)
+	filesTime   time.Duration // the state's files written whole, fsync each
+	tcpTime     time.Duration // loopback TCP copy of the files into new files, fsync each
+	tcpWritten  int64
 }
 
 type snapReport struct {
@@ -243,7 +244,7 @@ func runSnapshot(cfg config) error {
 }
 
 func snapLogBaseline(b *snapBaseline) {
-	logf("  sequential write %.0f MiB/s; files written + fsync %s; loopback TCP copy %s", b.seqMiBps, snapSecs(b.filesTime), snapSecs(b.tcpTime))
+	logf("  sequential write %.0f MiB/s, direct %.0f MiB/s; files written + fsync %s; loopback TCP copy %s", b.seqMiBps, b.directMiBps, snapSecs(b.filesTime), snapSecs(b.tcpTime))
 }
 
 func snapSecs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
@@ -307,6 +308,10 @@ func measureSnapBaseline(dir string, data *snapData) (*snapBaseline, error) {
 		return nil, err
 	}
 	os.Remove(filepath.Join(d, "seq"))
+	if b.directMiBps, err = seqWriteDirect(filepath.Join(d, "direct"), data.total); err != nil {
+		return nil, err
+	}
+	os.Remove(filepath.Join(d, "direct"))
 	if b.filesTime, err = snapWriteFiles(filepath.Join(d, "files"), data.sizes); err != nil {
 		return nil, err
 	}
