@@ -150,3 +150,31 @@ func TestSaveComputesCRCMissingFromPrevious(t *testing.T) {
 	defer r.Close()
 	checkReader(t, r, 6, files{"sst": pattern(7, 5000)})
 }
+
+// Verify reads files in parallel but reports the first bad file in table
+// order, as reading them one by one would.
+func TestVerifyReportsFirstBadFileInTableOrder(t *testing.T) {
+	mem := vfs.NewMem()
+	s := openStore(t, mem, "/snap")
+	fs := files{}
+	for _, n := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
+		fs[n] = pattern(n[0], 3000)
+	}
+	writeSnapshot(t, s, 5, 1, fs)
+	r, err := s.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tab := r.Table().GetFiles()
+	for _, i := range []int{2, 5} {
+		p := filepath.Join(r.Path(), tab[i].GetName())
+		b := readFile(t, mem, p)
+		b[0] ^= 0x80
+		writeFile(t, mem, p, b)
+	}
+	err = r.Verify()
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Join(r.Path(), tab[2].GetName())+" ") {
+		t.Fatalf("Verify = %v, want ErrCorrupt naming %s", err, tab[2].GetName())
+	}
+}

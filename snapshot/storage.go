@@ -503,28 +503,60 @@ func (r *Reader) Table() *raftpb.SnapshotMetaTable { return proto.CloneOf(r.snap
 // Verify reads every file of the snapshot and checks its size and
 // content against the meta table: its CRC-32C, or its SHA-256 in a
 // snapshot made before graft recorded CRC-32C. A mismatch is an error
-// wrapping ErrCorrupt that names the file: the snapshot must not be
-// loaded. It reads the whole snapshot.
+// wrapping ErrCorrupt that names the file (the first such file in the
+// table): the snapshot must not be loaded. It reads the whole snapshot,
+// verifyParallel files at once.
 func (r *Reader) Verify() error {
-	buf := make([]byte, 256<<10)
-	for _, f := range r.snap.table.GetFiles() {
-		p := r.snap.localPath(f.GetName())
-		file, err := r.s.fs.Open(p)
+	files := r.snap.table.GetFiles()
+	errs := make([]error, len(files))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(verifyParallel, len(files)) {
+		wg.Go(func() {
+			buf := make([]byte, 256<<10)
+			for i := range next {
+				errs[i] = r.verifyFile(files[i], buf)
+			}
+		})
+	}
+	for i := range files {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return fmt.Errorf("snapshot %d: open %s: %w: %w", r.snap.index, p, err, ErrCorrupt)
+			return err // the first file's in table order, as one reader would find
 		}
-		c := newChecker(f)
-		n, err := io.CopyBuffer(c, struct{ io.Reader }{file}, buf)
-		file.Close()
-		if err != nil {
-			return fmt.Errorf("snapshot %d: read %s: %w", r.snap.index, p, err)
-		}
-		if n != f.GetSize() {
-			return fmt.Errorf("snapshot %d: %s has %d bytes, the meta table says %d: %w", r.snap.index, p, n, f.GetSize(), ErrCorrupt)
-		}
-		if bad := c.mismatch(); bad != "" {
-			return fmt.Errorf("snapshot %d: %s has %s (meta table): %w", r.snap.index, p, bad, ErrCorrupt)
-		}
+	}
+	return nil
+}
+
+// verifyParallel is how many files Verify reads at once: a disk serves
+// several reads in flight faster than one. The bench's follower restarting
+// on its 1 GiB snapshot of 16 files, which the install left out of the
+// page cache, took 2.57-2.63 s to start reading one file at a time and
+// 1.51-1.60 s with 4 (3 alternating pairs of 2 runs).
+const verifyParallel = 4
+
+// verifyFile checks one file of the snapshot, reading it through buf.
+func (r *Reader) verifyFile(f *raftpb.SnapshotFile, buf []byte) error {
+	p := r.snap.localPath(f.GetName())
+	file, err := r.s.fs.Open(p)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: open %s: %w: %w", r.snap.index, p, err, ErrCorrupt)
+	}
+	defer file.Close()
+	c := newChecker(f)
+	n, err := io.CopyBuffer(c, struct{ io.Reader }{file}, buf)
+	if err != nil {
+		return fmt.Errorf("snapshot %d: read %s: %w", r.snap.index, p, err)
+	}
+	if n != f.GetSize() {
+		return fmt.Errorf("snapshot %d: %s has %d bytes, the meta table says %d: %w", r.snap.index, p, n, f.GetSize(), ErrCorrupt)
+	}
+	if bad := c.mismatch(); bad != "" {
+		return fmt.Errorf("snapshot %d: %s has %s (meta table): %w", r.snap.index, p, bad, ErrCorrupt)
 	}
 	return nil
 }
