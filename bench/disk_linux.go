@@ -1,10 +1,8 @@
 package main
 
 import (
-	"crypto/rand"
 	"os"
 	"syscall"
-	"time"
 	"unsafe"
 )
 
@@ -23,16 +21,5 @@ func seqWriteDirect(name string, total int64) (float64, error) {
 	const align = 4096
 	raw := make([]byte, 1<<20+align)
 	skip := int(-uintptr(unsafe.Pointer(unsafe.SliceData(raw))) & (align - 1))
-	buf := raw[skip : skip+1<<20]
-	rand.Read(buf)
-	t0 := time.Now()
-	for w := int64(0); w < total; w += int64(len(buf)) {
-		if _, err := f.Write(buf); err != nil {
-			return 0, err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	return float64(total) / (1 << 20) / time.Since(t0).Seconds(), nil
+	return timeWrites(f, raw[skip:skip+1<<20], total, false)
 }
