@@ -43,21 +43,14 @@ func newChecker(want *raftpb.SnapshotFile) *checker {
 // mismatch returns "" when the content written matches, else the
 // checksum found and the one wanted.
 func (c *checker) mismatch() string {
-	sum := c.Sum(nil)
-	if c.want.Crc32C != nil {
-		got := crc32FromSum(sum)
-		if got == c.want.GetCrc32C() {
-			return ""
+	if crc, ok := c.Hash.(hash.Hash32); ok {
+		if got := crc.Sum32(); got != c.want.GetCrc32C() {
+			return fmt.Sprintf("crc32c %08x, want %08x", got, c.want.GetCrc32C())
 		}
-		return fmt.Sprintf("crc32c %08x, want %08x", got, c.want.GetCrc32C())
-	}
-	if bytes.Equal(sum, c.want.GetSha256()) {
 		return ""
 	}
-	return fmt.Sprintf("sha256 %x, want %x", sum, c.want.GetSha256())
-}
-
-// crc32FromSum decodes the big-endian Sum of a hash/crc32 hash.
-func crc32FromSum(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	if sum := c.Sum(nil); !bytes.Equal(sum, c.want.GetSha256()) {
+		return fmt.Sprintf("sha256 %x, want %x", sum, c.want.GetSha256())
+	}
+	return ""
 }

@@ -1,5 +1,7 @@
 package vfs
 
+import "os"
+
 // DirectAlign is the alignment, in bytes, of the memory, the file offset
 // and the length of a write that DirectWriter sends past the page cache.
 const DirectAlign = 4096
@@ -13,7 +15,7 @@ const DirectAlign = 4096
 // It makes nothing durable: Sync the file afterwards, as for any write.
 type DirectWriter struct {
 	file   File
-	direct directFile // nil: no direct I/O
+	direct *os.File // a second descriptor, opened with O_DIRECT; nil: no direct I/O
 }
 
 // NewDirectWriter returns a DirectWriter for f, which must stay open
@@ -52,11 +54,4 @@ func (w *DirectWriter) Close() error {
 	err := w.direct.Close()
 	w.direct = nil
 	return err
-}
-
-// directFile is a second descriptor of the same file, opened for direct
-// writes.
-type directFile interface {
-	WriteAt(p []byte, off int64) (int, error)
-	Close() error
 }

@@ -11,7 +11,7 @@ import (
 
 // openDirect opens f again, through /proc/self/fd, with O_DIRECT: a new
 // open file description, so f's own flags do not change.
-func openDirect(f File) directFile {
+func openDirect(f File) *os.File {
 	of, ok := osFile(f)
 	if !ok {
 		return nil
