@@ -86,6 +86,7 @@ var snapFlags struct {
 	child    string
 	chunk    snapByteSize
 	parallel int
+	direct   bool
 }
 
 func init() {
@@ -97,6 +98,7 @@ func init() {
 		fs.StringVar(&snapFlags.profile, "snap-profile", "", "snapshot workload: directory for CPU profiles of each follower child, start to caught-up")
 		fs.Var(&snapFlags.chunk, "snap-graft-chunk", "snapshot workload: graft Copy.ChunkSize of the follower (default: the snapshot package's)")
 		fs.IntVar(&snapFlags.parallel, "snap-graft-parallel", 0, "snapshot workload: graft Copy.Parallel of the follower (0: the snapshot package's default)")
+		fs.BoolVar(&snapFlags.direct, "snap-graft-direct", false, "snapshot workload: graft Copy.Direct of the follower (O_DIRECT writes)")
 		fs.StringVar(&snapFlags.child, "snapshot-child", "", "internal: run as the follower child of the snapshot workload, with this JSON spec")
 	})
 }
@@ -527,7 +529,7 @@ func snapRunOne(cfg config, sys string, run int, data *snapData) (r *snapRun, er
 		return nil, err
 	}
 	spec := snapChildSpec{System: sys, ID: "n3", Addr: addr, Dir: filepath.Join(dir, "n3"), Target: target, Bulk: 16 << 10,
-		GraftChunk: int64(snapFlags.chunk), GraftParallel: snapFlags.parallel}
+		GraftChunk: int64(snapFlags.chunk), GraftParallel: snapFlags.parallel, GraftDirect: snapFlags.direct}
 	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
 		return nil, err
 	}

@@ -42,10 +42,11 @@ type snapChildSpec struct {
 	Bulk int64 `json:"bulk"`
 	// Profile, if set, is where a CPU profile from start to caught-up goes.
 	Profile string `json:"profile,omitempty"`
-	// GraftChunk and GraftParallel override graft's Copy options (0: the
-	// snapshot package defaults).
+	// GraftChunk, GraftParallel and GraftDirect override graft's Copy
+	// options (zero: the snapshot package defaults).
 	GraftChunk    int64 `json:"graft_chunk,omitempty"`
 	GraftParallel int   `json:"graft_parallel,omitempty"`
+	GraftDirect   bool  `json:"graft_direct,omitempty"`
 }
 
 type snapChildNode interface {
@@ -82,7 +83,7 @@ func runSnapChild(arg string) error {
 	switch spec.System {
 	case "graft":
 		dial := func(ctx context.Context, addr string) (net.Conn, error) { return wireDial(ctx, ctr, addr) }
-		x := graftChildExtras{dial: dial, copy: snapshot.CopyOptions{ChunkSize: spec.GraftChunk, Parallel: spec.GraftParallel}, times: times}
+		x := graftChildExtras{dial: dial, copy: snapshot.CopyOptions{ChunkSize: spec.GraftChunk, Parallel: spec.GraftParallel, Direct: spec.GraftDirect}, times: times}
 		p, err := startGraftSnapProc(spec.ID, spec.Dir, nil, lis, x, logger)
 		if err != nil {
 			lis.Close()

@@ -167,7 +167,11 @@ func (rep *snapReport) markdown() string {
 
 	if gs := rep.pick("graft"); len(gs) > 0 && len(gs[0].first.graftIO) == 6 {
 		w("## Where graft's follower spends the install\n\n")
-		w("The child wraps its snapshot store's filesystem and its transport's `GetFile` with clocks (the copier's direct writes, made through a descriptor of its own, pass the clock: \"writes\" counts the writes through the page cache only). Times are summed over the copier's %d parallel file downloads, so \"GetFile / parallel\" is the share of the transfer's wall time the downloads spent waiting for chunks. Medians over runs.\n\n", rep.parallel())
+		clock := ""
+		if snapFlags.direct {
+			clock = " (the copier's direct writes, made through a descriptor of its own, pass the clock: \"writes\" counts the writes through the page cache only)"
+		}
+		w("The child wraps its snapshot store's filesystem and its transport's `GetFile` with clocks%s. Times are summed over the copier's %d parallel file downloads, so \"GetFile / parallel\" is the share of the transfer's wall time the downloads spent waiting for chunks; a downloaded file's sync runs beside the next downloads. Medians over runs.\n\n", clock, rep.parallel())
 		w("| install | transfer s | GetFile calls | GetFile s (summed) | GetFile / parallel s | per call ms | writes s (summed) | syncs s (summed) |\n")
 		w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for k, get := range []func(*snapRun) *snapChildResult{func(r *snapRun) *snapChildResult { return &r.first }, func(r *snapRun) *snapChildResult { return &r.second }} {
@@ -276,13 +280,17 @@ func (rep *snapReport) parallel() int {
 
 func (rep *snapReport) copyDesc() string {
 	chunk := int64(snapFlags.chunk)
-	if chunk == 0 && snapFlags.parallel == 0 {
-		return fmt.Sprintf("at the snapshot package defaults (%s chunks, %d files in parallel)", snapHuman(snapshot.DefaultChunkSize), snapshot.DefaultParallel)
+	if chunk == 0 && snapFlags.parallel == 0 && !snapFlags.direct {
+		return fmt.Sprintf("at the snapshot package defaults (%s chunks, %d files in parallel, writes through the page cache)", snapHuman(snapshot.DefaultChunkSize), snapshot.DefaultParallel)
 	}
 	if chunk == 0 {
 		chunk = snapshot.DefaultChunkSize
 	}
-	return fmt.Sprintf("**not at its defaults: %s chunks, %d files in parallel** (-snap-graft-chunk, -snap-graft-parallel)", snapHuman(chunk), rep.parallel())
+	writes := "through the page cache"
+	if snapFlags.direct {
+		writes = "`Direct` (O_DIRECT)"
+	}
+	return fmt.Sprintf("**not at its defaults: %s chunks, %d files in parallel, writes %s** (-snap-graft-chunk, -snap-graft-parallel, -snap-graft-direct)", snapHuman(chunk), rep.parallel(), writes)
 }
 
 // notes reads the results: what the targets' numbers leave out.
@@ -324,8 +332,12 @@ func (rep *snapReport) notes() []string {
 			}
 			return float64(r.first.graftIO[2]+r.first.graftIO[4]) / float64(rep.parallel()) / float64(r.first.transfer)
 		}).med
-		out = append(out, fmt.Sprintf("graft's follower spends %.0f%% of install 1's transfer waiting for GetFile answers (one unary gRPC call per %s chunk, %d files at a time) and %.0f%% in its clocked writes (through the page cache; its direct writes are not clocked) and syncs (both summed over the parallel downloads, divided by their number). Profile the child with -snap-profile to see where the per-chunk time goes.",
-			100*share, snapHuman(rep.chunk()), rep.parallel(), 100*disk))
+		clocked := "writes"
+		if snapFlags.direct {
+			clocked = "clocked writes (through the page cache; its direct writes are not clocked)"
+		}
+		out = append(out, fmt.Sprintf("graft's follower spends %.0f%% of install 1's transfer waiting for GetFile answers (one unary gRPC call per %s chunk, %d files at a time) and %.0f%% in its %s and syncs (both summed over the parallel downloads and the syncs beside them, divided by the downloads' number). Profile the child with -snap-profile to see where the per-chunk time goes.",
+			100*share, snapHuman(rep.chunk()), rep.parallel(), 100*disk, clocked))
 	}
 	if len(gs) > 0 {
 		st := snapCollect(gs, func(r *snapRun) float64 { return r.second.startup.Seconds() }).med

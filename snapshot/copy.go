@@ -32,9 +32,9 @@ import (
 // snapshot -snap-graft-chunk ...) 1 MiB chunks took 6.7 s against
 // 9.0–10.4 s, with a quarter less CPU on both sides, for 16 MiB more
 // follower RSS (ChunkSize × Parallel in flight). 8 files at once keep the
-// connection busy while the direct writes of the others wait for the
-// disk: in 3 alternating pairs of 2 runs of the same catch-up, 1.15–1.24 s
-// against 1.25–1.27 s with 4, for 8 MiB more follower RSS.
+// connection busy while the writes of the others wait for the disk: in 3
+// alternating pairs of 2 runs of the same catch-up (with Direct writes),
+// 1.15–1.24 s against 1.25–1.27 s with 4, for 8 MiB more follower RSS.
 const (
 	DefaultChunkSize    = 1 << 20
 	DefaultParallel     = 8
@@ -82,6 +82,21 @@ type CopyOptions struct {
 	// doubles (with jitter) for each further retry, up to 5s. 0 means
 	// DefaultRetryBackoff.
 	RetryBackoff time.Duration
+	// Direct writes the downloaded files past the page cache where it
+	// can (vfs.DirectWriter: O_DIRECT on Linux, for chunks whose memory,
+	// offset and length are page-aligned, as the transport's pooled
+	// buffers and power-of-two chunk sizes make them). It saves the
+	// copy into the page cache and the kernel's writeback work, which
+	// pays where the install is short of CPU, but each write then waits
+	// for the disk instead of being written back behind the download,
+	// and the disk takes 1 MiB writes instead of the writeback's larger
+	// ones. In the bench's 1 GiB catch-up on 2-core VMs (3 alternating
+	// pairs of 2 runs each), it took 1.44–1.62 s against 1.51–1.88 s on
+	// an Intel host whose install was CPU-bound, and 2.53–2.72 s against
+	// 1.54–1.82 s on an AMD host whose disk took buffered writes faster
+	// (there with the file syncs off the download path, as now): off by
+	// default.
+	Direct bool
 	// Progress, if not nil, is updated as the Copy runs.
 	Progress *Progress
 	// Logger receives the Copy's events with the fields dir, uri and
@@ -156,15 +171,15 @@ func (o CopyOptions) withDefaults() CopyOptions {
 // every other file is fetched with GetFile in chunks of ChunkSize,
 // Parallel files at once, each call bounded by ChunkTimeout and retried up
 // to Retries times with exponential backoff. A fetched file is streamed to
-// disk (zero blocks are left as holes; aligned chunks are written past the
-// page cache with vfs.DirectWriter, and every 8 MiB written otherwise is
-// handed to the disk at once and, once there, dropped from the page
-// cache: the installed files are not cached), verified against its
-// checksum (CRC-32C, or SHA-256 for a table without one; a mismatch
-// deletes it and fetches it again, up to Retries times, then fails with
-// ErrChecksum), synced, and recorded as complete in temp/
-// durably, so a later Copy can resume. Finally the snapshot is committed
-// as by Writer.Close.
+// disk (zero blocks are left as holes; every 8 MiB written is handed to
+// the disk at once and, once there, dropped from the page cache, so the
+// installed files are not cached; with Direct, aligned chunks skip the
+// page cache altogether), verified against its checksum (CRC-32C, or
+// SHA-256 for a table without one; a mismatch deletes it and fetches it
+// again, up to Retries times, then fails with ErrChecksum), then synced
+// and recorded as complete in temp/ durably, so a later Copy can resume,
+// while the next file downloads. Finally the snapshot is committed as by
+// Writer.Close.
 //
 // When ctx ends, Copy returns an error wrapping ErrInterrupted (and the
 // context's error) and leaves temp/ for a later Copy to resume; any other
@@ -623,8 +638,14 @@ func (c *copier) link(src string, f *raftpb.SnapshotFile) error {
 	return c.fs.Link(src, dst)
 }
 
-// fetchAll downloads files with opts.Parallel workers. The first failure
-// stops the others.
+// fetchAll downloads files with opts.Parallel workers. A worker hands
+// each file it has downloaded and verified to a goroutine of its own that
+// syncs and records it, and goes on with the next file at once: a file's
+// sync waits for the disk to take what the page cache holds of it, and
+// the workers of equal-sized files finish together, so syncing in the
+// worker would stop the whole download for the slowest of their syncs.
+// At most opts.Parallel files wait for their syncs at a time. The first
+// failure stops the others.
 func (c *copier) fetchAll(ctx context.Context, files []*raftpb.SnapshotFile) error {
 	if len(files) == 0 {
 		return nil
@@ -637,14 +658,26 @@ func (c *copier) fetchAll(ctx context.Context, files []*raftpb.SnapshotFile) err
 		errOnce  sync.Once
 		firstErr error
 	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err })
+		cancel()
+	}
+	syncing := make(chan struct{}, c.opts.Parallel)
 	for range min(c.opts.Parallel, len(files)) {
 		wg.Go(func() {
 			for f := range jobs {
-				if err := c.fetchFile(ctx, f); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					cancel()
+				file, err := c.fetchFile(ctx, f)
+				if err != nil {
+					fail(err)
 					return
 				}
+				syncing <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-syncing }()
+					if err := c.finishFile(f, file); err != nil {
+						fail(err)
+					}
+				})
 			}
 		})
 	}
@@ -664,18 +697,35 @@ feed:
 	return firstErr
 }
 
-// fetchFile downloads f, fetching it again after a checksum mismatch,
-// and records it complete.
-func (c *copier) fetchFile(ctx context.Context, f *raftpb.SnapshotFile) error {
+// fetchFile downloads f, fetching it again after a checksum mismatch, and
+// returns it open, written and verified, for finishFile.
+func (c *copier) fetchFile(ctx context.Context, f *raftpb.SnapshotFile) (vfs.File, error) {
 	for attempt := 0; ; attempt++ {
-		err := c.fetchOnce(ctx, f)
+		file, err := c.fetchOnce(ctx, f)
 		if err == nil {
-			break
+			return file, nil
 		}
 		if !errors.Is(err, ErrChecksum) || attempt >= c.opts.Retries {
-			return err
+			return nil, err
 		}
 		c.log.Warn("snapshot: fetching file again", "file", f.GetName(), "attempt", attempt+1, "err", err)
+	}
+}
+
+// finishFile syncs and closes file, the download of f, syncs its
+// directory and records f complete.
+func (c *copier) finishFile(f *raftpb.SnapshotFile, file vfs.File) error {
+	p := c.local(f.GetName())
+	if err := file.Sync(); err != nil {
+		_ = file.Close()
+		return fmt.Errorf("snapshot: sync %s: %w", p, err)
+	}
+	if err := file.Close(); err != nil {
+		return fmt.Errorf("snapshot: close %s: %w", p, err)
+	}
+	dir := filepath.Dir(p)
+	if err := vfs.SyncDir(c.fs, dir); err != nil {
+		return fmt.Errorf("snapshot: sync %s: %w", dir, err)
 	}
 	if err := c.markComplete(f); err != nil {
 		return err
@@ -684,21 +734,22 @@ func (c *copier) fetchFile(ctx context.Context, f *raftpb.SnapshotFile) error {
 	return nil
 }
 
-// fetchOnce downloads f into a new file in temp/, verifies and syncs it.
-func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err error) {
+// fetchOnce downloads f into a new file in temp/ and verifies it. It
+// returns the file open and not yet synced.
+func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (_ vfs.File, err error) {
 	p := c.local(f.GetName())
 	// Never write into an existing file: it may be a hard link shared
 	// with an older snapshot.
 	if err := c.fs.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("snapshot: remove %s: %w", p, err)
+		return nil, fmt.Errorf("snapshot: remove %s: %w", p, err)
 	}
 	dir := filepath.Dir(p)
 	if err := vfs.MkdirAllDurable(c.fs, dir, 0o755); err != nil {
-		return fmt.Errorf("snapshot: create %s: %w", dir, err)
+		return nil, fmt.Errorf("snapshot: create %s: %w", dir, err)
 	}
 	file, err := c.fs.Create(p)
 	if err != nil {
-		return fmt.Errorf("snapshot: create %s: %w", p, err)
+		return nil, fmt.Errorf("snapshot: create %s: %w", p, err)
 	}
 	var received int64
 	defer func() {
@@ -713,62 +764,57 @@ func (c *copier) fetchOnce(ctx context.Context, f *raftpb.SnapshotFile) (err err
 
 	check := newChecker(f)
 	size := f.GetSize()
-	dw := vfs.NewDirectWriter(file)
-	defer dw.Close()
+	var out io.WriterAt = file
+	if c.opts.Direct {
+		dw := vfs.NewDirectWriter(file)
+		defer dw.Close()
+		out = dw
+	}
 	wb := writeBehind{file: file}
 	for received < size {
 		want := min(c.opts.ChunkSize, size-received)
 		granted, err := c.opts.Throttle.Wait(ctx, want)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrInterrupted, err)
+			return nil, fmt.Errorf("%w: %w", ErrInterrupted, err)
 		}
 		resp, err := c.getChunk(ctx, f.GetName(), received, granted)
 		if err != nil {
 			c.opts.Throttle.Return(granted)
-			return err
+			return nil, err
 		}
 		data := resp.GetData()
 		c.opts.Throttle.Return(granted - int64(len(data)))
 		if len(data) == 0 {
 			if resp.GetEof() {
 				c.removeQuietly(p)
-				return fmt.Errorf("%w: remote %s ends at %d, want %d bytes", ErrChecksum, f.GetName(), received, size)
+				return nil, fmt.Errorf("%w: remote %s ends at %d, want %d bytes", ErrChecksum, f.GetName(), received, size)
 			}
-			return fmt.Errorf("snapshot: remote returned no data and no eof for %s at %d", f.GetName(), received)
+			return nil, fmt.Errorf("snapshot: remote returned no data and no eof for %s at %d", f.GetName(), received)
 		}
 		check.Write(data)
-		if err := writeSparse(dw, data, received); err != nil {
-			return fmt.Errorf("snapshot: write %s: %w", p, err)
+		if err := writeSparse(out, data, received); err != nil {
+			return nil, fmt.Errorf("snapshot: write %s: %w", p, err)
 		}
 		received += int64(len(data))
 		n := int64(len(data))
 		transport.RecycleChunk(data) // written and hashed: the next chunk may reuse it
 		c.prog.update(func(pi *ProgressInfo) { pi.BytesDone += n; pi.BytesFetched += n })
 		if err := wb.wrote(received); err != nil {
-			return fmt.Errorf("snapshot: write %s: %w", p, err)
+			return nil, fmt.Errorf("snapshot: write %s: %w", p, err)
 		}
 	}
 	if err := file.Truncate(size); err != nil { // the tail may be a hole
-		return fmt.Errorf("snapshot: truncate %s: %w", p, err)
+		return nil, fmt.Errorf("snapshot: truncate %s: %w", p, err)
 	}
 	if bad := check.mismatch(); bad != "" {
 		_ = file.Close()
 		file = nil
 		c.removeQuietly(p)
-		return fmt.Errorf("%w: %s: got %s", ErrChecksum, f.GetName(), bad)
+		return nil, fmt.Errorf("%w: %s: got %s", ErrChecksum, f.GetName(), bad)
 	}
-	if err := file.Sync(); err != nil {
-		return fmt.Errorf("snapshot: sync %s: %w", p, err)
-	}
-	cerr := file.Close()
+	done := file
 	file = nil
-	if cerr != nil {
-		return fmt.Errorf("snapshot: close %s: %w", p, cerr)
-	}
-	if err := vfs.SyncDir(c.fs, dir); err != nil {
-		return fmt.Errorf("snapshot: sync %s: %w", dir, err)
-	}
-	return nil
+	return done, nil
 }
 
 // writeBehind keeps a downloaded file's writes moving to the disk as it

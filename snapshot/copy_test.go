@@ -179,6 +179,12 @@ func TestCopyHappyPath(t *testing.T) {
 }
 
 func TestCopySparseFileOnDisk(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprint("direct=", direct), func(t *testing.T) { testCopySparseFileOnDisk(t, direct) })
+	}
+}
+
+func testCopySparseFileOnDisk(t *testing.T, direct bool) {
 	root := t.TempDir()
 	e := newCopyEnv(t, vfs.Default, filepath.Join(root, "leader"), vfs.Default, filepath.Join(root, "follower"), FileServiceOptions{})
 	const size = 8 << 20
@@ -209,6 +215,7 @@ func TestCopySparseFileOnDisk(t *testing.T) {
 	uri, _ := e.files.Register(r, "leader")
 	opts := e.opts(t)
 	opts.ChunkSize = 256 << 10
+	opts.Direct = direct
 	got, err := e.copy(t, context.Background(), uri, testMeta(5, 1), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -712,6 +719,90 @@ func TestCopyDownloadsInParallel(t *testing.T) {
 	checkReader(t, r, 20, fs)
 	if p := peak.Load(); p < 2 || p > 3 {
 		t.Fatalf("peak of %d concurrent GetFile calls, want 2..3", p)
+	}
+}
+
+// TestCopySyncsOffTheDownloadPath holds the sync of the first file
+// downloaded and expects the only worker to fetch the next file meanwhile.
+func TestCopySyncsOffTheDownloadPath(t *testing.T) {
+	mem := vfs.NewMem()
+	release := make(chan struct{})
+	var held atomic.Bool
+	follower := vfs.WithInjector(mem, vfs.InjectorFunc(func(op vfs.Op, path string) error {
+		if op == vfs.OpSync && filepath.Base(path) == "first" && held.CompareAndSwap(false, true) {
+			<-release
+		}
+		return nil
+	}))
+	e := newCopyEnv(t, vfs.NewMem(), "/leader", follower, "/follower", FileServiceOptions{})
+	fs := files{"first": pattern(1, 30_000), "second": pattern(2, 20_000)} // largest first
+	uri, want := e.serve(t, 20, 2, fs)
+	opts := e.opts(t)
+	opts.Parallel = 1
+	var secondDuringSync atomic.Bool
+	opts.Transport = &hookTransport{Transport: e.tr, before: func(ctx context.Context, req *raftpb.GetFileRequest) error {
+		if req.GetFilename() == "second" && held.Load() {
+			select {
+			case <-release:
+			default:
+				secondDuringSync.Store(true)
+				close(release)
+			}
+		}
+		return nil
+	}}
+	done := make(chan error, 1)
+	go func() {
+		r, err := Copy(context.Background(), e.follower, uri, want, opts)
+		if err == nil {
+			checkReader(t, r, 20, fs)
+			r.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatalf("Copy did not fetch the second file while the first one's sync was held: %v", <-done)
+	}
+	if !secondDuringSync.Load() {
+		t.Fatal("the second file was fetched only after the first one's sync")
+	}
+}
+
+// TestCopyFailedSync fails the sync of one downloaded file: the Copy fails
+// with the sync's error, and a later Copy fetches that file again.
+func TestCopyFailedSync(t *testing.T) {
+	mem := vfs.NewMem()
+	var fail atomic.Bool
+	fail.Store(true)
+	follower := vfs.WithInjector(mem, vfs.InjectorFunc(func(op vfs.Op, path string) error {
+		if op == vfs.OpSync && filepath.Base(path) == "b" && fail.Load() {
+			return fmt.Errorf("%w: sync %s", vfs.ErrInjected, path)
+		}
+		return nil
+	}))
+	e := newCopyEnv(t, vfs.NewMem(), "/leader", follower, "/follower", FileServiceOptions{})
+	fs := files{"a": pattern(1, 30_000), "b": pattern(2, 20_000), "c": pattern(3, 10_000)}
+	uri, want := e.serve(t, 20, 2, fs)
+	opts := e.opts(t)
+	opts.Parallel = 2
+	if _, err := e.copy(t, context.Background(), uri, want, opts); !errors.Is(err, vfs.ErrInjected) {
+		t.Fatalf("Copy with a failing sync: %v, want ErrInjected", err)
+	}
+	fail.Store(false)
+	opts = e.opts(t)
+	r, err := e.copy(t, context.Background(), uri, want, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReader(t, r, 20, fs)
+	if p := opts.Progress.Snapshot(); p.BytesFetched < 20_000 {
+		t.Fatalf("the second Copy fetched %d bytes: b, never synced, must be fetched again", p.BytesFetched)
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 
 // TestCopyWriteBehind copies files larger than two write-behind steps
 // onto the operating system's disk, whole chunks and odd ones, with
-// holes: what lands is what was sent.
+// holes, through the page cache and with Direct: what lands is what was
+// sent.
 func TestCopyWriteBehind(t *testing.T) {
 	defer func(s int64) { writeBehindStep = s }(writeBehindStep)
 	writeBehindStep = 64 << 10
@@ -21,13 +22,15 @@ func TestCopyWriteBehind(t *testing.T) {
 	clear(big[writeBehindStep : 3*writeBehindStep+100])
 	fs := files{"big": big, "odd": pattern(2, int(2*writeBehindStep+1)), "small": pattern(3, 100)}
 	uri, want := e.serve(t, 20, 2, fs)
-	for _, chunk := range []int64{0, 8 << 10, 3*writeBehindStep + 7} {
-		dst := openStore(t, vfs.Default, filepath.Join(dir, fmt.Sprintf("dst-%d", chunk)))
-		r, err := Copy(context.Background(), dst, uri, want, CopyOptions{Transport: e.tr, ChunkSize: chunk, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatalf("chunk %d: %v", chunk, err)
+	for _, direct := range []bool{false, true} {
+		for _, chunk := range []int64{0, 8 << 10, 3*writeBehindStep + 7} {
+			dst := openStore(t, vfs.Default, filepath.Join(dir, fmt.Sprintf("dst-%d-%v", chunk, direct)))
+			r, err := Copy(context.Background(), dst, uri, want, CopyOptions{Transport: e.tr, ChunkSize: chunk, Direct: direct, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatalf("chunk %d, direct %v: %v", chunk, direct, err)
+			}
+			checkReader(t, r, 20, fs)
+			_ = r.Close()
 		}
-		checkReader(t, r, 20, fs)
-		_ = r.Close()
 	}
 }
