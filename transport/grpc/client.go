@@ -169,6 +169,8 @@ func New(opts Options) *Transport {
 			},
 			MinConnectTimeout: 5 * time.Second,
 		}),
+		grpc.WithInitialWindowSize(windowSize),
+		grpc.WithInitialConnWindowSize(connWindowSize),
 	}
 	if opts.KeepaliveTime > 0 {
 		t.dialOpts = append(t.dialOpts, grpc.WithKeepaliveParams(keepalive.ClientParameters{

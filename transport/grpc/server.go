@@ -55,8 +55,24 @@ type Server struct {
 	}
 }
 
+// HTTP/2 flow-control windows of every stream and connection, both ways.
+// Fixed windows turn off gRPC's bandwidth estimation, which on a busy
+// connection pings the peer about once per round trip and so adds a
+// write and a read on each side to most AppendEntries exchanges. In the
+// bench (graft only, 1 client × 256 B, 5 alternating pairs of 3 runs on
+// a 2-core VM, which drifted between pairs) the medians of commit p50
+// went 0.45/0.37/0.38/0.38/0.48 → 0.42/0.27/0.36/0.31/0.43 ms, and CPU
+// per 1k applies fell in each of the 3 pairs that recorded it; snapshot
+// installs (8 streams of 1 MiB chunks) were unchanged. 4 MiB holds
+// several snapshot chunks per stream, and 16 MiB all of a copier's.
+const (
+	windowSize     = 4 << 20
+	connWindowSize = 16 << 20
+)
+
 // NewServer returns a Server routing through router. opts are passed to
 // grpc.NewServer after graft's defaults (DefaultMaxMessageSize both ways,
+// fixed 4 MiB stream and 16 MiB connection flow-control windows,
 // keepalive settings matching the Transport's, and a codec that sends
 // GetFile data without copying it), so they can override them; pass
 // ServerTLS (or grpc.Creds) for mutual TLS.
@@ -70,6 +86,8 @@ func NewServer(router *transport.Router, opts ...grpc.ServerOption) *Server {
 	all := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(DefaultMaxMessageSize),
 		grpc.MaxSendMsgSize(DefaultMaxMessageSize),
+		grpc.InitialWindowSize(windowSize),
+		grpc.InitialConnWindowSize(connWindowSize),
 		// Send snapshot chunks without copying them (see serverCodec).
 		grpc.ForceServerCodecV2(newServerCodec()),
 		// Let clients ping as often as the Transport's keepalive does, so
