@@ -428,8 +428,17 @@ func TestCopyCrashMidway(t *testing.T) {
 			opts := e.opts(t)
 			opts.ChunkSize = 16 << 10
 			opts.Parallel = 1 // files in a fixed order: the crash points are deterministic
+			prog := opts.Progress
 			opts.Transport = &hookTransport{Transport: e.tr, before: func(ctx context.Context, req *raftpb.GetFileRequest) error {
 				if calls.Add(1) == k {
+					if req.GetFilename() != "big" && req.GetFilename() != MetaFileName {
+						// big is downloaded: let its sync, which runs
+						// beside this download, record it first.
+						deadline := time.Now().Add(10 * time.Second)
+						for prog.Snapshot().FilesDone < 1 && time.Now().Before(deadline) {
+							time.Sleep(time.Millisecond)
+						}
+					}
 					mem.Crash()
 					crashed.Store(true)
 				}
