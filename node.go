@@ -446,7 +446,8 @@ func (n *Node) fail(err error) {
 }
 
 // Shutdown stops the node: it stops leading, finishes applying the
-// entries already committed, closes its storage and unregisters from the
+// entries already committed, waits for a snapshot the state machine is
+// saving to call back, closes its storage and unregisters from the
 // Router. Pending Apply calls fail. It is safe to call more than once.
 func (n *Node) Shutdown() error {
 	var err error

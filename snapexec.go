@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/graft-raft/graft/internal/conf"
@@ -240,13 +241,25 @@ func (n *Node) startSave(done func(index uint64, err error)) (uint64, error) {
 }
 
 // save runs on the apply goroutine: it hands the state machine a writer
-// for the state as of the last applied entry.
+// for the state as of the last applied entry. The save counts in the
+// node's wait group until the state machine calls back, so that Shutdown
+// returns only once nothing writes into the snapshot directory any more.
 func (a *applier) save(done func(index uint64, err error)) {
 	n := a.n
 	idx := a.lastApplied.Load()
+	n.wg.Add(1) // the apply loop's own count is held: Shutdown cannot be past Wait
+	var once sync.Once
 	finish := func(err error) {
-		n.saveDone(idx, err)
-		done(idx, err)
+		again := true
+		once.Do(func() {
+			again = false
+			defer n.wg.Done()
+			n.saveDone(idx, err)
+			done(idx, err)
+		})
+		if again {
+			n.log.Error("state machine called SaveSnapshot's done more than once; ignored", "index", idx)
+		}
 	}
 	term, err := n.lm.Term(idx)
 	if err != nil {

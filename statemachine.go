@@ -40,7 +40,7 @@ type StateMachine interface {
 	// into w. It must capture a point-in-time view before it returns; it
 	// may then write the files on another goroutine while applies go on,
 	// and must call done exactly once, with nil when every file is written
-	// and added.
+	// and added. Node.Shutdown waits for done.
 	SaveSnapshot(w SnapshotWriter, done func(error))
 
 	// LoadSnapshot replaces the whole state with the snapshot in r. It is
