@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/graft-raft/graft/internal/conf"
@@ -248,18 +248,10 @@ func (a *applier) save(done func(index uint64, err error)) {
 	n := a.n
 	idx := a.lastApplied.Load()
 	n.wg.Add(1) // the apply loop's own count is held: Shutdown cannot be past Wait
-	var once sync.Once
 	finish := func(err error) {
-		again := true
-		once.Do(func() {
-			again = false
-			defer n.wg.Done()
-			n.saveDone(idx, err)
-			done(idx, err)
-		})
-		if again {
-			n.log.Error("state machine called SaveSnapshot's done more than once; ignored", "index", idx)
-		}
+		defer n.wg.Done()
+		n.saveDone(idx, err)
+		done(idx, err)
 	}
 	term, err := n.lm.Term(idx)
 	if err != nil {
@@ -277,7 +269,12 @@ func (a *applier) save(done func(index uint64, err error)) {
 		Peers: conf.Strings(c.Peers), OldPeers: conf.Strings(c.OldPeers), Learners: conf.Strings(c.Learners),
 	})
 	n.log.Info("saving snapshot", "index", idx, "term", term)
+	var called atomic.Bool
 	a.sm.SaveSnapshot(w, func(err error) {
+		if called.Swap(true) {
+			n.log.Error("state machine called SaveSnapshot's done more than once; ignored", "index", idx)
+			return
+		}
 		if err != nil {
 			w.Abort()
 			finish(fmt.Errorf("%w: saving snapshot %d: %v", ErrStateMachine, idx, err))

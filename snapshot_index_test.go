@@ -204,3 +204,34 @@ func TestShutdownWaitsForSnapshotSave(t *testing.T) {
 		r.Close()
 	}
 }
+
+// twiceDoneFSM breaks SaveSnapshot's contract: it calls done twice.
+type twiceDoneFSM struct{ slowSaveFSM }
+
+func (f *twiceDoneFSM) SaveSnapshot(w graft.SnapshotWriter, done func(error)) {
+	done(nil)
+	done(errors.New("second call"))
+}
+
+// A state machine that calls done twice costs it nothing: the second call
+// is ignored, the save counts once and later saves and Shutdown go on.
+func TestSnapshotDoneCalledTwice(t *testing.T) {
+	n := soloNode(t, &twiceDoneFSM{}, filepath.Join(t.TempDir(), "snap"))
+	t.Cleanup(func() { n.Shutdown() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	multiGroupWaitFor(t, 10*time.Second, "n to lead", n.IsLeader)
+	for i := range 2 {
+		res, err := n.Apply(ctx, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := n.Snapshot(ctx)
+		if err != nil || idx != res.Index {
+			t.Fatalf("save %d: snapshot at %d, %v; want %d", i, idx, err, res.Index)
+		}
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}
